@@ -1,0 +1,71 @@
+"""taobao_ordersync: keep a complete copy of Taobao sellers' orders, losing none.
+
+The public API is exactly ``__all__``.
+"""
+
+from taobao_ordersync._retry import RetryPolicy
+from taobao_ordersync.client import DEFAULT_URL, TopClient
+from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
+from taobao_ordersync.errors import (
+    ApiError,
+    AuthenticationError,
+    BusinessError,
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    CheckpointError,
+    CheckpointExpiredError,
+    ConfigurationError,
+    ConnectError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ResponseFormatError,
+    ServerError,
+    SyncError,
+    TaobaoOrderSyncError,
+    TransportError,
+    TransportTimeout,
+    WindowTooDenseError,
+    WindowTooLargeError,
+)
+from taobao_ordersync.models import Order, Shop, Trade, TradePage
+from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_URL",
+    "AiohttpTransport",
+    "ApiError",
+    "AuthenticationError",
+    "BusinessError",
+    "CheckpointConflictError",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointExpiredError",
+    "Clock",
+    "ClockEstimate",
+    "ConfigurationError",
+    "ConnectError",
+    "InvalidRequestError",
+    "Order",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "RawResponse",
+    "ResponseFormatError",
+    "RetryPolicy",
+    "ServerError",
+    "Shop",
+    "SyncError",
+    "SystemClock",
+    "TaobaoOrderSyncError",
+    "TopClient",
+    "Trade",
+    "TradePage",
+    "Transport",
+    "TransportError",
+    "TransportTimeout",
+    "WindowTooDenseError",
+    "WindowTooLargeError",
+    "__version__",
+]

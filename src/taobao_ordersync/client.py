@@ -1,0 +1,440 @@
+"""``TopClient``: signed, rate-limited, retried calls to the TOP gateway.
+
+One client per app key. It owns (or borrows) one HTTP session, one rate limiter
+shared by every shop using it, one ban gate, and Taobao's clock estimate.
+This is the only module that imports ``backoff``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self
+
+import aiohttp
+import backoff
+from aiolimiter import AsyncLimiter
+
+from taobao_ordersync import _wire
+from taobao_ordersync._convert import structure_page, structure_trade
+from taobao_ordersync._retry import RetryPolicy, is_transient
+from taobao_ordersync._time import parse_time
+from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
+from taobao_ordersync.errors import (
+    ApiError,
+    ConfigurationError,
+    InvalidRequestError,
+    RateLimitedError,
+    ResponseFormatError,
+    TaobaoOrderSyncError,
+)
+from taobao_ordersync.models import Trade, TradePage
+from taobao_ordersync.signing import SIGN_METHODS, SignMethod
+from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
+
+__all__ = ["DEFAULT_URL", "TopClient"]
+
+DEFAULT_URL: Final = "https://eco.taobao.com/router/rest"
+_INVALID_TIMESTAMP: Final = 31
+
+logger = logging.getLogger("taobao_ordersync.client")
+
+
+def _require_text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} must be a non-empty string")
+    return value
+
+
+class TopClient:
+    """An async client for the Taobao Open Platform order APIs.
+
+    Use it as an async context manager (or call ``aclose()``)::
+
+        async with TopClient(app_key="...", app_secret="...") as client:
+            now = await client.server_now()
+
+    Args:
+        app_key: the application's key.
+        app_secret: the application's secret (never logged or shown).
+        url: the gateway; the sandbox or the emulator's ``url`` for tests.
+        sign_method: ``"md5"``, ``"hmac"`` or ``"hmac-sha256"``.
+        rate: calls per second for this app, shared by everything using the client.
+        burst: calls allowed back to back; 1 means evenly spaced, no start-up burst.
+        retry: the retry policy; ``RetryPolicy.no_wait()`` in tests.
+        timeout: seconds for one HTTP exchange.
+        clock_refresh: seconds between re-measurements of Taobao's clock.
+        simplify: ask for ``simplify=true`` replies (smaller bodies).
+        session: an ``aiohttp.ClientSession`` to borrow instead of owning one.
+        transport: a custom ``Transport`` (overrides ``session`` and ``timeout``).
+        clock: the local clock (a fake one in tests).
+    """
+
+    def __init__(
+        self,
+        app_key: str,
+        app_secret: str,
+        *,
+        url: str = DEFAULT_URL,
+        sign_method: SignMethod = "hmac-sha256",
+        rate: float = 10.0,
+        burst: int = 1,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        clock_refresh: float = 600.0,
+        simplify: bool = True,
+        session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._app_key = _require_text("app_key", app_key)
+        self._secret = _require_text("app_secret", app_secret)
+        if not str(url).startswith(("http://", "https://")):
+            raise ConfigurationError(f"url must be an http(s) URL, got {url!r}")
+        if sign_method not in SIGN_METHODS:
+            raise ConfigurationError(f"sign_method must be one of {', '.join(SIGN_METHODS)}, got {sign_method!r}")
+        if not rate > 0 or burst < 1:
+            raise ConfigurationError("rate must be > 0 calls per second and burst >= 1")
+        if not timeout > 0:
+            raise ConfigurationError("timeout must be > 0 seconds")
+        self.url = url
+        self.sign_method: SignMethod = sign_method
+        self.rate = float(rate)
+        self.simplify = simplify
+        self._retry = retry or RetryPolicy()
+        self._clock: Clock = clock or SystemClock()
+        self._clock_refresh = clock_refresh
+        self._transport: Transport = transport or AiohttpTransport(session=session, timeout=timeout)
+        # One limiter per client, never module level; burst/rate keeps the spacing even.
+        self._limiter = AsyncLimiter(burst, burst / self.rate)
+        self._ban_until = 0.0
+        self._estimate: ClockEstimate | None = None
+        self._clock_lock = asyncio.Lock()
+        self._closed = False
+        self._calls: Counter[str] = Counter()
+        self.bans = 0
+
+    def __repr__(self) -> str:
+        return f"TopClient(app_key={self._app_key!r}, url={self.url!r}, sign_method={self.sign_method!r})"
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (if owned). Safe to call more than once."""
+        if not self._closed:
+            self._closed = True
+            await self._transport.aclose()
+
+    @property
+    def app_key(self) -> str:
+        """The application key this client signs with."""
+        return self._app_key
+
+    @property
+    def call_counts(self) -> Mapping[str, int]:
+        """HTTP requests sent so far, by API method (retries included)."""
+        return dict(self._calls)
+
+    @property
+    def clock_estimate(self) -> ClockEstimate | None:
+        """The last measurement of Taobao's clock, if any."""
+        return self._estimate
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConfigurationError("this TopClient is closed; create a new one")
+
+    # -- server clock ----------------------------------------------------------------
+
+    async def server_now(self) -> datetime:
+        """A moment Taobao's clock has surely reached (estimate minus its uncertainty).
+
+        Plan windows on this, never on the local clock (design rule 2).
+        """
+        estimate = await self._fresh_estimate()
+        return estimate.earliest(self._clock.time())
+
+    async def measure_clock(self) -> ClockEstimate:
+        """Measure Taobao's clock now with ``taobao.time.get``."""
+        async with self._clock_lock:
+            return await self._measure()
+
+    async def _fresh_estimate(self) -> ClockEstimate:
+        estimate = self._estimate
+        if estimate is not None and self._clock.monotonic() - estimate.measured_at < self._clock_refresh:
+            return estimate
+        async with self._clock_lock:
+            estimate = self._estimate
+            if estimate is not None and self._clock.monotonic() - estimate.measured_at < self._clock_refresh:
+                return estimate
+            return await self._measure()
+
+    async def _measure(self) -> ClockEstimate:
+        sent = self._clock.time()
+        inner = await self._request("taobao.time.get", {}, session=None)
+        received = self._clock.time()
+        server = self._parse_time_reply(inner)
+        estimate = ClockEstimate.from_round_trip(
+            sent=sent, received=received, server=server, measured_at=self._clock.monotonic()
+        )
+        self._estimate = estimate
+        logger.debug("taobao clock offset %+.3f s (+/- %.3f s)", estimate.offset, estimate.uncertainty)
+        return estimate
+
+    @staticmethod
+    def _parse_time_reply(inner: Mapping[str, Any]) -> datetime:
+        try:
+            return parse_time(str(inner["time"]))
+        except (KeyError, ValueError) as exc:
+            raise ResponseFormatError(f"taobao.time.get: unreadable time in {dict(inner)!r}") from exc
+
+    def _signing_time(self) -> datetime:
+        local = self._clock.time()
+        if self._estimate is None:
+            return ClockEstimate(offset=0.0, uncertainty=0.0, measured_at=0.0).now(local)
+        return self._estimate.now(local)
+
+    # -- generic call ----------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, _wire.ParamValue] | None = None,
+        *,
+        session: str | None = None,
+    ) -> dict[str, Any]:
+        """Call any TOP API and return the inside of its ``<name>_response`` envelope.
+
+        Adds and signs the system parameters, retries transient failures, waits out
+        short bans, and raises an ``ApiError`` subclass for an ``error_response``.
+        """
+        _require_text("method", method)
+        return await self._request(method, params or {}, session=session)
+
+    async def _request(
+        self,
+        method: str,
+        params: Mapping[str, _wire.ParamValue],
+        *,
+        session: str | None,
+        oversize_is_final: bool = False,
+    ) -> dict[str, Any]:
+        self._check_open()
+        policy = self._retry
+
+        def give_up(exc: Exception) -> bool:
+            return not is_transient(exc, oversize_is_final=oversize_is_final)
+
+        def log_retry(details: Any) -> None:
+            logger.warning(
+                "%s failed (%s), retry %d after %.2f s",
+                method,
+                details.get("exception"),
+                details["tries"],
+                details.get("wait", 0.0),
+            )
+
+        @backoff.on_exception(
+            backoff.expo,
+            TaobaoOrderSyncError,
+            max_tries=policy.max_tries,
+            max_time=policy.max_time,
+            giveup=give_up,
+            jitter=backoff.full_jitter,
+            on_backoff=log_retry,
+            logger=None,
+            factor=policy.base_delay,
+            max_value=policy.max_delay,
+        )
+        async def attempt() -> dict[str, Any]:
+            return await self._attempt_through_bans(method, params, session)
+
+        return await attempt()
+
+    async def _attempt_through_bans(
+        self, method: str, params: Mapping[str, _wire.ParamValue], session: str | None
+    ) -> dict[str, Any]:
+        """One logical attempt: waits out short bans and fixes a refused timestamp once."""
+        policy = self._retry
+        bans = 0
+        clock_fixed = False
+        while True:
+            try:
+                return await self._send(method, params, session)
+            except RateLimitedError as exc:
+                wait = exc.retry_after if exc.retry_after is not None else policy.default_ban
+                if wait > policy.max_ban_wait or bans >= policy.max_bans:
+                    raise
+                bans += 1
+                self.bans += 1
+                self._ban_until = max(self._ban_until, self._clock.monotonic() + wait + policy.ban_margin)
+                logger.warning("app banned for %.0f s (%s); pausing every call of this client", wait, exc.sub_code)
+            except InvalidRequestError as exc:
+                if exc.code != _INVALID_TIMESTAMP or clock_fixed:
+                    raise
+                clock_fixed = True
+                logger.warning("TOP refused our timestamp; re-measured Taobao's clock, retrying once")
+
+    async def _send(self, method: str, params: Mapping[str, _wire.ParamValue], session: str | None) -> dict[str, Any]:
+        # Every attempt, retries included, waits for the ban gate and the limiter.
+        while (pause := self._ban_until - self._clock.monotonic()) > 0:
+            await self._clock.sleep(pause)
+        async with self._limiter:
+            form = _wire.signed_params(
+                method,
+                params,
+                app_key=self._app_key,
+                secret=self._secret,
+                sign_method=self.sign_method,
+                timestamp=self._signing_time(),
+                session=session,
+                simplify=self.simplify,
+            )
+            self._calls[method] += 1
+            sent = self._clock.time()
+            raw = await self._transport.post(self.url, form)
+            received = self._clock.time()
+        try:
+            return _wire.decode_response(method, raw.status, raw.body, simplify=self.simplify)
+        except ApiError as exc:
+            if exc.code == _INVALID_TIMESTAMP:
+                self._recover_clock(raw, sent, received)
+            raise
+
+    def _recover_clock(self, raw: RawResponse, sent: float, received: float) -> None:
+        """Code 31: our clock estimate is off; the reply's Date header tells Taobao's time."""
+        if raw.date is None:
+            return
+        try:
+            self._estimate = ClockEstimate.from_date_header(
+                raw.date, sent=sent, received=received, measured_at=self._clock.monotonic()
+            )
+        except (TypeError, ValueError):
+            logger.warning("code 31 reply carried an unreadable Date header: %r", raw.date)
+
+    # -- typed APIs ------------------------------------------------------------------
+
+    async def time(self) -> datetime:
+        """``taobao.time.get``: Taobao's clock (1-second resolution, CST)."""
+        return self._parse_time_reply(await self._request("taobao.time.get", {}, session=None))
+
+    async def trades_sold(
+        self,
+        session: str,
+        *,
+        start_created: datetime,
+        end_created: datetime,
+        fields: Iterable[str] = _wire.DEFAULT_TRADE_FIELDS,
+        types: Iterable[str] = _wire.ALL_TRADE_TYPES,
+        page_no: int = 1,
+        page_size: int = _wire.MAX_PAGE_SIZE,
+        use_has_next: bool = False,
+        status: str | None = None,
+    ) -> TradePage:
+        """``taobao.trades.sold.get``: trades by creation time (last 3 months), newest first.
+
+        Raises ``WindowTooLargeError`` at once (no retry) when Taobao times out listing it.
+        """
+        return await self._list(
+            "taobao.trades.sold.get",
+            session,
+            {"start_created": start_created, "end_created": end_created},
+            fields=fields,
+            types=types,
+            page_no=page_no,
+            page_size=page_size,
+            use_has_next=use_has_next,
+            status=status,
+        )
+
+    async def trades_sold_increment(
+        self,
+        session: str,
+        *,
+        start_modified: datetime,
+        end_modified: datetime,
+        fields: Iterable[str] = _wire.DEFAULT_TRADE_FIELDS,
+        types: Iterable[str] = _wire.ALL_TRADE_TYPES,
+        page_no: int = 1,
+        page_size: int = _wire.MAX_PAGE_SIZE,
+        use_has_next: bool = False,
+        status: str | None = None,
+    ) -> TradePage:
+        """``taobao.trades.sold.increment.get``: trades by modification time, newest first.
+
+        Both bounds are inclusive; the span may not exceed one day. Raises
+        ``WindowTooLargeError`` at once (no retry) when Taobao times out listing it.
+        """
+        return await self._list(
+            "taobao.trades.sold.increment.get",
+            session,
+            {"start_modified": start_modified, "end_modified": end_modified},
+            fields=fields,
+            types=types,
+            page_no=page_no,
+            page_size=page_size,
+            use_has_next=use_has_next,
+            status=status,
+        )
+
+    async def _list(
+        self,
+        method: str,
+        session: str,
+        window: Mapping[str, datetime],
+        *,
+        fields: Iterable[str],
+        types: Iterable[str],
+        page_no: int,
+        page_size: int,
+        use_has_next: bool,
+        status: str | None,
+    ) -> TradePage:
+        _require_text("session", session)
+        if not 1 <= page_size <= _wire.MAX_PAGE_SIZE:
+            raise ConfigurationError(f"page_size must be 1..{_wire.MAX_PAGE_SIZE}, got {page_size}")
+        if page_no < 1:
+            raise ConfigurationError(f"page_no must be >= 1, got {page_no}")
+        for name, moment in window.items():
+            if getattr(moment, "tzinfo", None) is None:
+                raise ConfigurationError(f"{name} must be a timezone-aware datetime")
+        params: dict[str, _wire.ParamValue] = {
+            **window,
+            "fields": tuple(fields),
+            "type": tuple(types),
+            "page_no": page_no,
+            "page_size": page_size,
+            "use_has_next": use_has_next or None,
+            "status": status,
+        }
+        inner = await self._request(method, params, session=session, oversize_is_final=True)
+        return structure_page(inner)
+
+    async def trade_fullinfo(
+        self, session: str, tid: int, *, fields: Iterable[str] = _wire.DEFAULT_TRADE_FIELDS
+    ) -> Trade:
+        """``taobao.trade.fullinfo.get``: one trade with every requested field.
+
+        Raises ``BusinessError`` (``isv.trade-not-exist``) when Taobao has no such trade.
+        """
+        _require_text("session", session)
+        if type(tid) is not int or tid <= 0:
+            raise ConfigurationError(f"tid must be a positive int, got {tid!r}")
+        inner = await self._request("taobao.trade.fullinfo.get", {"tid": tid, "fields": tuple(fields)}, session=session)
+        if "trade" not in inner:
+            raise ResponseFormatError(f"taobao.trade.fullinfo.get: no trade in reply for tid {tid}")
+        return structure_trade(inner["trade"])

@@ -1,0 +1,93 @@
+"""Clocks: the local one (the only place that reads time or sleeps) and Taobao's.
+
+Rule 2 of the design: plan every window on Taobao's clock, not ours. ``ClockEstimate``
+turns one ``taobao.time.get`` round trip (or a reply's ``Date`` header) into an
+offset with its uncertainty; the client keeps the estimate fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+
+from attrs import frozen
+
+from taobao_ordersync._time import from_epoch
+
+__all__ = ["Clock", "ClockEstimate", "SystemClock"]
+
+
+class Clock(Protocol):
+    """Protocol: the local clock. Inject a fake one in tests."""
+
+    def time(self) -> float:
+        """POSIX seconds now, from the local wall clock."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary origin that never goes backwards."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
+
+
+class SystemClock:
+    """The real clock of this machine."""
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+@frozen
+class ClockEstimate:
+    """Taobao's clock as seen from ours: ``server = local + offset``, +/- ``uncertainty``.
+
+    ``measured_at`` is the local monotonic time of the measurement.
+    """
+
+    offset: float
+    uncertainty: float
+    measured_at: float
+
+    @classmethod
+    def from_round_trip(
+        cls, *, sent: float, received: float, server: datetime, measured_at: float, resolution: float = 1.0
+    ) -> ClockEstimate:
+        """From a reply stamped ``server`` (floored to ``resolution``) between ``sent`` and ``received``.
+
+        The true server time at our midpoint lies in ``server + [0, resolution)`` widened
+        by half the round trip; the estimate is the middle of that interval.
+        """
+        round_trip = max(0.0, received - sent)
+        midpoint = (sent + received) / 2
+        offset = server.timestamp() + resolution / 2 - midpoint
+        return cls(offset=offset, uncertainty=resolution / 2 + round_trip / 2, measured_at=measured_at)
+
+    @classmethod
+    def from_date_header(cls, header: str, *, sent: float, received: float, measured_at: float) -> ClockEstimate:
+        """From an HTTP ``Date`` header (RFC 9110, whole seconds)."""
+        server = parsedate_to_datetime(header)
+        return cls.from_round_trip(sent=sent, received=received, server=server, measured_at=measured_at)
+
+    def now(self, local: float) -> datetime:
+        """Best estimate of Taobao's time when our clock reads ``local`` (for signing)."""
+        return from_epoch(local + self.offset)
+
+    def earliest(self, local: float) -> datetime:
+        """A time Taobao's clock has surely reached (for planning windows)."""
+        return from_epoch(local + self.offset - self.uncertainty)
+
+    def skew(self) -> timedelta:
+        """How far Taobao's clock is ahead of ours (negative: behind)."""
+        return timedelta(seconds=self.offset)

@@ -1,0 +1,189 @@
+"""The one exception tree of taobao_ordersync.
+
+Every failure the library reports is a ``TaobaoOrderSyncError``. Branches are
+grouped by what the caller can do about them::
+
+    TaobaoOrderSyncError
+    ├── ConfigurationError (also ValueError)      fix the arguments
+    ├── TransportError                            retried; network trouble
+    │   ├── ConnectError                          gateway unreachable
+    │   └── TransportTimeout (also TimeoutError)  no answer in time
+    ├── ResponseFormatError                       body not JSON, HTTP error status, bad shape
+    ├── ApiError                                  TOP said error_response (code, sub_code, ...)
+    │   ├── RateLimitedError                      code 7 & co.; ``retry_after`` seconds
+    │   ├── AuthenticationError                   26/27: the seller must re-authorise
+    │   ├── PermissionDeniedError                 11/12/13: the app lacks a permission
+    │   ├── InvalidRequestError                   21-25, 28-34, 40-43, isv.invalid/missing-parameter
+    │   ├── ServerError                           isp.*, 10, HTTP-level TOP trouble; retried
+    │   │   └── WindowTooLargeError               a list window Taobao refused as too big
+    │   └── BusinessError                         other isv.* rules, e.g. isv.trade-not-exist
+    ├── CheckpointError                           checkpoint store trouble
+    │   ├── CheckpointConflictError               another writer moved the checkpoint
+    │   └── CheckpointCorruptError                stored data cannot be read
+    └── SyncError                                 the sync engine refuses to risk a loss
+        ├── CheckpointExpiredError                checkpoint older than the API's horizon
+        └── WindowTooDenseError                   one second holds more than Taobao will list
+
+No foreign exception (aiohttp, cattrs, sqlite3, json) reaches a caller; each is
+translated at the boundary with ``raise ... from``. No message ever contains the
+app secret or a session key.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BusinessError",
+    "CheckpointConflictError",
+    "CheckpointCorruptError",
+    "CheckpointError",
+    "CheckpointExpiredError",
+    "ConfigurationError",
+    "ConnectError",
+    "InvalidRequestError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "ResponseFormatError",
+    "ServerError",
+    "SyncError",
+    "TaobaoOrderSyncError",
+    "TransportError",
+    "TransportTimeout",
+    "WindowTooDenseError",
+    "WindowTooLargeError",
+]
+
+
+class TaobaoOrderSyncError(Exception):
+    """Root of every exception raised by taobao_ordersync."""
+
+
+class ConfigurationError(TaobaoOrderSyncError, ValueError):
+    """An argument or setting is invalid; nothing was sent."""
+
+
+class TransportError(TaobaoOrderSyncError):
+    """The request did not complete at the network level (retried)."""
+
+
+class ConnectError(TransportError):
+    """The gateway could not be reached or dropped the connection."""
+
+
+class TransportTimeout(TransportError, TimeoutError):
+    """No complete answer arrived within the configured timeout."""
+
+
+class ResponseFormatError(TaobaoOrderSyncError):
+    """The reply was not a TOP JSON envelope of the expected shape.
+
+    ``status`` is the HTTP status; ``is_transient`` tells whether a retry can help
+    (HTTP 5xx, an HTML error page or a truncated body from a proxy).
+    """
+
+    def __init__(self, message: str, *, status: int = 200, is_transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.is_transient = is_transient
+
+
+class ApiError(TaobaoOrderSyncError):
+    """TOP answered with an ``error_response``."""
+
+    def __init__(
+        self,
+        *,
+        code: int,
+        msg: str = "",
+        sub_code: str | None = None,
+        sub_msg: str | None = None,
+        request_id: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        self.code = code
+        self.msg = msg
+        self.sub_code = sub_code
+        self.sub_msg = sub_msg
+        self.request_id = request_id
+        self.method = method
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        parts = [f"TOP error {self.code}: {self.msg}"]
+        if self.sub_code:
+            parts.append(f"[{self.sub_code}]")
+        if self.sub_msg:
+            parts.append(self.sub_msg)
+        if self.method:
+            parts.append(f"(method {self.method}")
+            parts[-1] += f", request_id {self.request_id})" if self.request_id else ")"
+        return " ".join(parts)
+
+
+class RateLimitedError(ApiError):
+    """Taobao throttled the app; ``retry_after`` is the ban in seconds, if stated."""
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+
+class AuthenticationError(ApiError):
+    """The seller's session is missing, invalid or expired: re-authorise the shop."""
+
+
+class PermissionDeniedError(ApiError):
+    """The app or user lacks permission for this API."""
+
+
+class InvalidRequestError(ApiError):
+    """The request itself is wrong (a bug or bad argument); retrying cannot help."""
+
+
+class ServerError(ApiError):
+    """A transient failure inside Taobao (``isp.*``); retried with backoff."""
+
+
+class WindowTooLargeError(ServerError):
+    """Taobao timed out listing a window: split it rather than retry it."""
+
+
+class BusinessError(ApiError):
+    """A business rule refused the call (``isv.*``), e.g. a trade that does not exist."""
+
+
+class CheckpointError(TaobaoOrderSyncError):
+    """The checkpoint store failed."""
+
+
+class CheckpointConflictError(CheckpointError):
+    """The checkpoint changed since it was loaded: another worker owns this shop."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A stored checkpoint cannot be decoded."""
+
+
+class SyncError(TaobaoOrderSyncError):
+    """The sync engine stopped rather than risk losing trades."""
+
+
+class CheckpointExpiredError(SyncError):
+    """The checkpoint is older than the 3 months Taobao can list: a gap would open."""
+
+    def __init__(self, shop_id: str, checkpoint: datetime, horizon: datetime) -> None:
+        self.shop_id = shop_id
+        self.checkpoint = checkpoint
+        self.horizon = horizon
+        super().__init__(
+            f"shop {shop_id!r}: checkpoint {checkpoint:%Y-%m-%d %H:%M:%S} is older than "
+            f"Taobao's 3-month horizon ({horizon:%Y-%m-%d %H:%M:%S}); changes in between "
+            "cannot be listed. Pass Syncer(on_expired='rebackfill') to backfill again."
+        )
+
+
+class WindowTooDenseError(SyncError):
+    """A single second holds more trades than Taobao can list in one window."""

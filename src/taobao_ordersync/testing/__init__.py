@@ -1,0 +1,10 @@
+"""Test helpers shipped for users: the TOP emulator and fakes.
+
+Nothing in the library imports this package; it imports the library.
+"""
+
+from taobao_ordersync.testing._fakes import FakeClock
+from taobao_ordersync.testing._shop import ShopProfile
+from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
+
+__all__ = ["Chaos", "Emulator", "FakeClock", "ShopProfile", "VerifyReport"]

@@ -1,0 +1,628 @@
+"""A faithful Taobao Open Platform emulator for the order APIs, served on loopback.
+
+What it emulates, and the assumptions behind each rule, are listed in
+``docs/emulator.md``. In short: ``/router/rest`` (GET and POST, query and form
+merged), TOP's validation order and error codes, the three signing methods,
+``taobao.time.get``, ``taobao.trades.sold.get``, ``taobao.trades.sold.increment.get``
+and ``taobao.trade.fullinfo.get`` with default and ``simplify=true`` envelopes;
+result orderings recomputed on every request (so trades move between pages);
+a search index that sees changes only after a visibility lag; a clock that may
+disagree with the caller's; seeded chaos; and ground truth to verify against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final, Self
+
+from aiohttp import web
+from attrs import define, frozen
+
+from taobao_ordersync import _wire
+from taobao_ordersync._time import CST, format_time, from_epoch, parse_time, parse_timestamp_param
+from taobao_ordersync.signing import SIGN_METHODS, sign
+from taobao_ordersync.testing._shop import (
+    DEFAULT_VISIBLE_TYPES,
+    ShopProfile,
+    ShopState,
+    Simulator,
+    TradeRecord,
+    Version,
+    make_shop,
+)
+
+__all__ = ["Chaos", "Emulator", "ShopProfile", "VerifyReport"]
+
+HORIZON: Final = timedelta(days=90)
+MAX_SPAN: Final = timedelta(days=1)
+MAX_WINDOW_TRADES: Final = 20_000
+_METHODS: Final = frozenset(
+    {"taobao.time.get", "taobao.trades.sold.get", "taobao.trades.sold.increment.get", "taobao.trade.fullinfo.get"}
+)
+
+
+@frozen(kw_only=True)
+class Chaos:
+    """Seeded fault injection. Every rate is a probability per request.
+
+    Args:
+        error_rate: transient failures: ``isp.*`` errors, HTTP 502 pages, truncated
+            bodies and dropped connections, in equal shares.
+        ban_rate: code-7 bans of ``ban_seconds`` for the whole app.
+        rate_limit: calls per second per app before a 1-second code-7 ban (None: unlimited).
+        move_while_paging: chance that a list page request first modifies a few trades
+            of the window being read (a seller editing orders while we page).
+        slow_rate: responses delayed by ``slow_seconds``.
+    """
+
+    error_rate: float = 0.0
+    ban_rate: float = 0.0
+    ban_seconds: int = 1
+    rate_limit: float | None = None
+    move_while_paging: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 0.5
+
+
+@frozen(kw_only=True)
+class VerifyReport:
+    """What a consumer received, compared with the emulator's ground truth."""
+
+    in_scope: int
+    delivered: int
+    missing: tuple[int, ...]
+    stale: tuple[int, ...]
+    duplicates: int
+
+    @property
+    def lost(self) -> int:
+        """Trades missing or delivered only in a version older than required."""
+        return len(self.missing) + len(self.stale)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.in_scope} trades in scope, {self.delivered} delivered, {self.lost} lost "
+            f"({len(self.missing)} missing, {len(self.stale)} stale), {self.duplicates} duplicates"
+        )
+
+
+class _Refusal(Exception):
+    """An error_response to send (internal control flow)."""
+
+    def __init__(self, code: int, msg: str, sub_code: str | None = None, sub_msg: str | None = None) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.sub_code, self.sub_msg = code, msg, sub_code, sub_msg
+
+
+def _bad_param(name: str, why: str) -> _Refusal:
+    return _Refusal(15, "Remote service error", f"isv.invalid-parameter:{name}", why)
+
+
+@define
+class _CacheEntry:
+    generation: int
+    computed_at: datetime
+    settled: bool
+    tids: list[tuple[int, Version]]
+
+
+class Emulator:
+    """The fake Taobao: state, ground truth and an ``aiohttp.web`` server on loopback.
+
+    Use it as an async context manager::
+
+        async with Emulator(shops=3, seed=7) as emu:
+            async with TopClient(emu.app_key, emu.app_secret, url=emu.url) as client:
+                ...
+
+    Shop ``i`` (1-based) has id ``shop-i`` and session key ``session-i``.
+
+    Args:
+        shops: how many generated shops.
+        profile: how busy they are and how much history they start with.
+        seed: makes data, chaos and timing decisions repeatable.
+        app_key, app_secret: the credentials the emulator accepts.
+        clock_offset: seconds the emulator's clock is ahead of this machine's (negative: behind).
+        visibility_lag: max seconds before a change shows in list results (uniform 0..max).
+        chaos: fault injection.
+        port: 0 picks a free port.
+    """
+
+    def __init__(
+        self,
+        *,
+        shops: int = 1,
+        profile: ShopProfile | None = None,
+        seed: int = 0,
+        app_key: str = "test",
+        app_secret: str = "test",
+        clock_offset: float = 0.0,
+        visibility_lag: float = 0.0,
+        chaos: Chaos | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.app_key = app_key
+        self.app_secret = app_secret
+        self.clock_offset = clock_offset
+        self.chaos = chaos or Chaos()
+        self.seed = seed
+        self.calls: Counter[str] = Counter()
+        self.calls_by_shop: Counter[tuple[str, str]] = Counter()
+        self.bans_issued = 0
+        self.faults_injected = 0
+        self._rng = random.Random(f"chaos:{seed}")
+        self._host = host
+        self._port = port
+        self._simulator = Simulator(visibility_lag=visibility_lag)
+        self._profile = profile or ShopProfile()
+        self._shops: dict[str, ShopState] = {}
+        self._by_session: dict[str, ShopState] = {}
+        self._ban_until = 0.0
+        self._bucket = 0.0
+        self._bucket_at = 0.0
+        self._cache: dict[tuple[Any, ...], _CacheEntry] = {}
+        self._runner: web.AppRunner | None = None
+        self._request_no = 0
+        for index in range(1, shops + 1):
+            self.add_shop(index)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Serve on ``host:port`` (a free port when 0)."""
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        self._runner = runner
+        if self._port == 0:
+            sockets: Any = getattr(site._server, "sockets", None)
+            self._port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Stop serving. Safe to call more than once."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        """The gateway URL to give ``TopClient(url=...)``."""
+        return f"http://{self._host}:{self._port}/router/rest"
+
+    def app(self) -> web.Application:
+        """The ``aiohttp.web`` application (for embedding in another server or test)."""
+        application = web.Application()
+        application.router.add_route("GET", "/router/rest", self._handle)
+        application.router.add_route("POST", "/router/rest", self._handle)
+        return application
+
+    # -- time and shops --------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The emulator's clock (this machine's clock plus ``clock_offset``)."""
+        return from_epoch(time.time() + self.clock_offset)
+
+    def add_shop(self, index: int, *, profile: ShopProfile | None = None) -> ShopState:
+        """Create shop ``index`` with its history up to now."""
+        shop = make_shop(index, profile=profile or self._profile, seed=self.seed)
+        now = self.now().replace(microsecond=0)
+        shop.next_creation = now - timedelta(days=shop.profile.history_days)
+        self._simulator.run(shop, now)
+        self._shops[shop.id] = shop
+        self._by_session[shop.session] = shop
+        return shop
+
+    @property
+    def shops(self) -> list[ShopState]:
+        """The shops (``.id``, ``.session``, ``.trades``)."""
+        return list(self._shops.values())
+
+    def shop(self, shop_id: str) -> ShopState:
+        """One shop by id."""
+        return self._shops[shop_id]
+
+    def catch_up(self, shop: ShopState | None = None) -> None:
+        """Apply every change due by now (done before each request; call it after ``advance``)."""
+        now = self.now()
+        for state in [shop] if shop else self._shops.values():
+            self._simulator.run(state, now)
+
+    def advance(self, seconds: float) -> None:
+        """Jump the emulator's clock forward; the shops' activity over the jump happens at once."""
+        self.clock_offset += seconds
+        self.catch_up()
+
+    def flash_sale(self, shop_id: str, count: int, *, seconds: int = 3, start: datetime | None = None) -> None:
+        """Create ``count`` trades spread over ``seconds`` whole seconds starting at ``start`` (default now)."""
+        shop = self._shops[shop_id]
+        begin = (start or self.now()).replace(microsecond=0)
+        for i in range(count):
+            self._simulator.create(shop, begin + timedelta(seconds=i * seconds // max(count, 1)))
+
+    def modify(self, shop_id: str, tid: int, *, at: datetime | None = None) -> None:
+        """Change one trade now (or stamped ``at``), keeping its status."""
+        shop = self._shops[shop_id]
+        now = self.now()
+        self._simulator.touch(shop, shop.trades[tid], at or now, applied_at=now)
+
+    def expire_session(self, shop_id: str) -> None:
+        """Make the shop's session key invalid (code 27) until ``renew_session``."""
+        self._shops[shop_id].session_valid = False
+
+    def renew_session(self, shop_id: str) -> str:
+        """Issue the shop a new valid session key and return it."""
+        shop = self._shops[shop_id]
+        self._by_session.pop(shop.session, None)
+        shop.session = f"{shop.session.split('~')[0]}~{self._rng.getrandbits(32):08x}"
+        shop.session_valid = True
+        self._by_session[shop.session] = shop
+        return shop.session
+
+    # -- ground truth ----------------------------------------------------------------
+
+    def verify(
+        self,
+        shop_id: str,
+        received: Mapping[int, datetime],
+        *,
+        created_from: datetime,
+        sync_started: datetime,
+        until: datetime,
+        deliveries: int | None = None,
+    ) -> VerifyReport:
+        """Compare what a consumer kept (tid -> newest ``modified``) with the truth.
+
+        In scope: trades created in ``[created_from, sync_started]`` and trades modified
+        in ``[sync_started, until]``. Each must have been delivered in a version at least
+        as new as its newest version modified at or before ``until``.
+        """
+        shop = self._shops[shop_id]
+        missing: list[int] = []
+        stale: list[int] = []
+        in_scope = 0
+        for record in shop.trades.values():
+            required = record.as_of(until)
+            if required is None:
+                continue
+            created_in = created_from <= record.created <= sync_started
+            if not created_in and required.modified < sync_started:
+                continue
+            in_scope += 1
+            got = received.get(record.tid)
+            if got is None:
+                missing.append(record.tid)
+            elif got < required.modified:
+                stale.append(record.tid)
+        delivered = sum(1 for tid in received if tid in shop.trades)
+        return VerifyReport(
+            in_scope=in_scope,
+            delivered=delivered,
+            missing=tuple(missing),
+            stale=tuple(stale),
+            duplicates=0 if deliveries is None else max(0, deliveries - len(received)),
+        )
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        params: dict[str, str] = dict(request.query)
+        if request.method == "POST":
+            form = await request.post()
+            params.update({key: value for key, value in form.items() if isinstance(value, str)})
+        self._request_no += 1
+        request_id = f"{self._request_no:x}{self._rng.getrandbits(40):010x}"
+        now = self.now()
+        headers = {"Date": format_http_date(now)}
+        method = params.get("method", "")
+        self.calls[method or "?"] += 1
+
+        fault = self._fault() if method in _METHODS else None
+        if fault == "drop":
+            transport = request.transport
+            if transport is not None:
+                transport.close()
+            return web.Response(status=200)
+        if fault == "slow":
+            await asyncio.sleep(self.chaos.slow_seconds)
+        if fault == "502":
+            return web.Response(
+                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html",
+                headers=headers,
+            )  # fmt: skip
+        if fault == "truncated":
+            return web.Response(status=200, text='{"trades_sold_incr', content_type="application/json", headers=headers)
+
+        simplify = params.get("simplify") == "true"
+        try:
+            if fault == "isp":
+                raise _Refusal(15, "Remote service error", "isp.top-remote-service-unavailable", "服务暂不可用")
+            payload = self._dispatch(params, now)
+            body = _wire.success_body(method, {**payload, "request_id": request_id}, simplify=simplify)
+        except _Refusal as refusal:
+            body = _wire.error_body(
+                refusal.code, refusal.msg, request_id=request_id, sub_code=refusal.sub_code, sub_msg=refusal.sub_msg
+            )
+        return web.Response(
+            body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json", headers=headers
+        )
+
+    def _fault(self) -> str | None:
+        chaos = self.chaos
+        rng = self._rng
+        if chaos.slow_rate and rng.random() < chaos.slow_rate:
+            return "slow"
+        if chaos.error_rate and rng.random() < chaos.error_rate:
+            self.faults_injected += 1
+            return rng.choice(("isp", "502", "truncated", "drop"))
+        return None
+
+    def _dispatch(self, params: dict[str, str], now: datetime) -> dict[str, Any]:
+        method = params.get("method")
+        if not method:
+            raise _Refusal(21, "Missing Method")
+        if method not in _METHODS:
+            raise _Refusal(22, "Invalid Method")
+        if not params.get("app_key"):
+            raise _Refusal(28, "Missing App Key")
+        if params["app_key"] != self.app_key:
+            raise _Refusal(29, "Invalid App Key")
+        self._check_timestamp(params.get("timestamp"), now)
+        version = params.get("v")
+        if not version:
+            raise _Refusal(32, "Missing Version")
+        if version != _wire.API_VERSION:
+            raise _Refusal(33 if not version.replace(".", "").isdigit() else 34, "Invalid Version")
+        if params.get("format", "xml") != "json":
+            raise _Refusal(23, "Invalid Format", sub_msg="the emulator answers format=json only")
+        self._check_signature(params)
+        self._throttle()
+        if method == "taobao.time.get":
+            return {"time": format_time(now)}
+        shop = self._session_shop(params)
+        self.calls_by_shop[(shop.id, method)] += 1
+        self._simulator.run(shop, now)
+        if method == "taobao.trade.fullinfo.get":
+            return self._fullinfo(shop, params, now)
+        return self._list(shop, method, params, now)
+
+    def _check_timestamp(self, raw: str | None, now: datetime) -> None:
+        if not raw:
+            raise _Refusal(30, "Missing Timestamp")
+        try:
+            stamp = parse_timestamp_param(raw)
+        except ValueError:
+            raise _Refusal(31, "Invalid Timestamp") from None
+        if abs((stamp - now).total_seconds()) > 600:
+            raise _Refusal(31, "Invalid timestamp")
+
+    def _check_signature(self, params: dict[str, str]) -> None:
+        given = params.get("sign")
+        if not given:
+            raise _Refusal(24, "Missing Signature")
+        sign_method = params.get("sign_method", "md5")
+        if sign_method not in SIGN_METHODS:
+            raise _Refusal(25, "Invalid Signature", sub_msg=f"unknown sign_method {sign_method}")
+        expected = sign(params, self.app_secret, sign_method)
+        if given.upper() != expected:
+            raise _Refusal(25, "Invalid Signature")
+
+    def _throttle(self) -> None:
+        chaos = self.chaos
+        wall = time.monotonic()
+        if wall < self._ban_until:
+            self._ban(max(1, round(self._ban_until - wall)))
+        if chaos.ban_rate and self._rng.random() < chaos.ban_rate:
+            self._ban_until = wall + chaos.ban_seconds
+            self._ban(chaos.ban_seconds)
+        if chaos.rate_limit:
+            # Token bucket with one second of burst.
+            self._bucket = min(chaos.rate_limit, self._bucket + (wall - self._bucket_at) * chaos.rate_limit)
+            self._bucket_at = wall
+            if self._bucket < 1:
+                self._ban_until = wall + 1
+                self._ban(1)
+            self._bucket -= 1
+
+    def _ban(self, seconds: int) -> None:
+        self.bans_issued += 1
+        raise _Refusal(
+            7,
+            "App Call Limited",
+            "accesscontrol.limited-by-api-access-count",
+            f"This ban will last for {seconds} more seconds",
+        )
+
+    def _session_shop(self, params: dict[str, str]) -> ShopState:
+        session = params.get("session")
+        if not session:
+            raise _Refusal(26, "Missing Session", "session-is-blank")
+        shop = self._by_session.get(session)
+        if shop is None or not shop.session_valid:
+            raise _Refusal(
+                27, "Invalid session", "invalid-sessionkey", "非法或过期的SessionKey参数，请使用有效的SessionKey参数"
+            )
+        return shop
+
+    # -- business APIs ---------------------------------------------------------------
+
+    @staticmethod
+    def _fields(params: dict[str, str]) -> frozenset[str]:
+        fields = params.get("fields", "")
+        if not fields.strip():
+            raise _Refusal(40, "Missing Required Arguments:fields")
+        return frozenset(name.strip() for name in fields.split(",") if name.strip())
+
+    @staticmethod
+    def _int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+        raw = params.get(name)
+        if raw is None or raw == "":
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise _Refusal(41, f"Invalid Arguments:{name}")
+        return int(raw)
+
+    @classmethod
+    def _required_time(cls, params: dict[str, str], name: str) -> datetime:
+        moment = cls._time(params, name)
+        if moment is None:
+            raise _Refusal(40, f"Missing Required Arguments:{name}")
+        return moment
+
+    @staticmethod
+    def _time(params: dict[str, str], name: str) -> datetime | None:
+        raw = params.get(name)
+        if not raw:
+            return None
+        try:
+            return parse_time(raw)
+        except ValueError:
+            raise _Refusal(41, f"Invalid Arguments:{name}") from None
+
+    @staticmethod
+    def _render(record: TradeRecord, version: Version, fields: frozenset[str]) -> dict[str, Any]:
+        data = record.render(version)
+        shown = {name: value for name, value in data.items() if name in fields and name != "orders"}
+        order_fields = {name.split(".", 1)[1] for name in fields if name.startswith("orders.")}
+        if "orders" in fields or order_fields:
+            orders = data["orders"]
+            if order_fields:
+                orders = [{k: v for k, v in order.items() if k in order_fields} for order in orders]
+            shown["orders"] = orders
+        return shown
+
+    def _fullinfo(self, shop: ShopState, params: dict[str, str], now: datetime) -> dict[str, Any]:
+        fields = self._fields(params)
+        raw_tid = params.get("tid")
+        if not raw_tid:
+            raise _Refusal(40, "Missing Required Arguments:tid")
+        if not raw_tid.isdigit():
+            raise _Refusal(41, "Invalid Arguments:tid")
+        record = shop.trades.get(int(raw_tid))
+        version = record.versions[-1] if record else None
+        if record is None or version is None or record.versions[0].visible_at > now:
+            raise _Refusal(15, "Remote service error", "isv.trade-not-exist", "交易订单不存在")
+        # fullinfo reads the trade store, not the search index: always the newest state.
+        return {"trade": self._render(record, version, fields)}
+
+    def _list(self, shop: ShopState, method: str, params: dict[str, str], now: datetime) -> dict[str, Any]:
+        fields = self._fields(params)
+        page_size = self._int(params, "page_size", 40, 1, 100)
+        page_no = self._int(params, "page_no", 1, 1, 10**9)
+        use_has_next = params.get("use_has_next") == "true"
+        types = self._types(params.get("type"))
+        status = params.get("status") or None
+        if method == "taobao.trades.sold.increment.get":
+            start = self._required_time(params, "start_modified")
+            end = self._required_time(params, "end_modified")
+            if end < start:
+                raise _bad_param("end_modified", "end_modified must not be before start_modified")
+            if end - start > MAX_SPAN:
+                raise _bad_param("start_modified-and-end_modified", "时间跨度不能超过一天")
+            if start < now - HORIZON:
+                raise _bad_param("start_modified", "只能查询三个月内的增量订单")
+            key_kind = "modified"
+        else:
+            start = self._time(params, "start_created") or now - HORIZON
+            end = self._time(params, "end_created") or now
+            if end < start:
+                raise _bad_param("end_created", "end_created must not be before start_created")
+            start = max(start, now - HORIZON)  # only the last three months are listed
+            key_kind = "created"
+        if page_no > 1 and self.chaos.move_while_paging and self._rng.random() < self.chaos.move_while_paging:
+            self._move_some(shop, key_kind, start, end, now)
+        rows = self._matching(shop, key_kind, start, end, types, status, now)
+        if len(rows) > MAX_WINDOW_TRADES:
+            raise _Refusal(15, "Remote service error", "isp.top-remote-connection-timeout", "远程服务调用超时")
+        first = (page_no - 1) * page_size
+        page = rows[first : first + page_size]
+        result: dict[str, Any] = {"trades": [self._render(shop.trades[tid], v, fields) for tid, v in page]}
+        if not result["trades"]:
+            del result["trades"]  # TOP omits empty lists
+        if use_has_next:
+            result["has_next"] = first + page_size < len(rows)
+        else:
+            result["total_results"] = len(rows)
+        return result
+
+    @staticmethod
+    def _types(raw: str | None) -> frozenset[str]:
+        if not raw:
+            return DEFAULT_VISIBLE_TYPES
+        names = {name.strip() for name in raw.split(",") if name.strip()}
+        if "guarantee_trade" in names:
+            names |= {"fixed", "auction"}
+        return frozenset(names)
+
+    def _matching(
+        self,
+        shop: ShopState,
+        key_kind: str,
+        start: datetime,
+        end: datetime,
+        types: frozenset[str],
+        status: str | None,
+        now: datetime,
+    ) -> list[tuple[int, Version]]:
+        """The window's trades as the search index sees them now, newest first."""
+        key = (shop.id, key_kind, start, end, types, status)
+        cached = self._cache.get(key)
+        if cached and cached.generation == shop.generation and (cached.settled or cached.computed_at == now):
+            return cached.tids
+        rows: list[tuple[datetime, int, Version]] = []
+        settled = True
+        if key_kind == "modified":
+            for modified, tid, index in shop.modified_between(start, end):
+                record = shop.trades[tid]
+                version = record.view(now)
+                if version is not record.versions[index]:
+                    settled = settled and record.versions[-1].visible_at <= now
+                    continue
+                if record.type in types and (status is None or version.status == status):
+                    rows.append((modified, tid, version))
+        else:
+            for created, tid in shop.created_between(start, end):
+                record = shop.trades[tid]
+                version = record.view(now)
+                if record.versions[-1].visible_at > now:
+                    settled = False
+                if version is not None and record.type in types and (status is None or version.status == status):
+                    rows.append((created, tid, version))
+        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        tids = [(tid, version) for _, tid, version in rows]
+        self._cache[key] = _CacheEntry(generation=shop.generation, computed_at=now, settled=settled, tids=tids)
+        if len(self._cache) > 256:
+            self._cache.pop(next(iter(self._cache)))
+        return tids
+
+    def _move_some(self, shop: ShopState, key_kind: str, start: datetime, end: datetime, now: datetime) -> None:
+        candidates = (
+            [tid for _, tid, _ in shop.modified_between(start, end)]
+            if key_kind == "modified"
+            else [tid for _, tid in shop.created_between(start, end)]
+        )
+        for tid in self._rng.sample(candidates, min(len(candidates), self._rng.randint(1, 3))):
+            self._simulator.touch(shop, shop.trades[tid], now, applied_at=now)
+
+
+def format_http_date(moment: datetime) -> str:
+    """RFC 9110 ``Date`` header for ``moment``."""
+    utc = moment.astimezone(CST).timestamp()
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(utc))

@@ -1,0 +1,254 @@
+"""TopClient against scripted HTTP replies: retries, bans, clock recovery, redaction.
+
+aioresponses stands in for the network only; everything above aiohttp is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from taobao_ordersync import (
+    AuthenticationError,
+    ConnectError,
+    InvalidRequestError,
+    RateLimitedError,
+    ResponseFormatError,
+    RetryPolicy,
+    ServerError,
+    TopClient,
+    TransportTimeout,
+    WindowTooLargeError,
+)
+from taobao_ordersync._time import CST
+from taobao_ordersync.testing import FakeClock
+
+URL = "https://gw.example.invalid/router/rest"
+SECRET = "s3cr3t-app-secret"
+SESSION = "6100a1b2c3-seller-session"
+TIME_OK = {"time_get_response": {"time": "2023-11-15 06:13:20", "request_id": "r1"}}
+
+
+def reply(document: dict[str, Any]) -> dict[str, Any]:
+    return {"status": 200, "body": json.dumps(document), "content_type": "application/json"}
+
+
+def error(code: int, msg: str, **extra: str) -> dict[str, Any]:
+    return reply({"error_response": {"code": code, "msg": msg, "request_id": "rid", **extra}})
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # 2023-11-14 22:13:20 UTC = 2023-11-15 06:13:20 CST, so TIME_OK means "no skew".
+    return FakeClock(start=1_700_000_000.0)
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> TopClient:
+    return TopClient("app", SECRET, url=URL, simplify=False, retry=RetryPolicy.no_wait(max_tries=4), clock=clock)
+
+
+async def test_transient_failures_are_retried_until_success(client: TopClient) -> None:
+    """502, a non-JSON body, a dropped connection and an isp.* error are retried."""
+    with aioresponses() as mocked:
+        mocked.post(URL, status=502, body="<html>Bad Gateway</html>")
+        mocked.post(URL, status=200, body='{"time_get_resp')
+        mocked.post(URL, exception=aiohttp.ServerDisconnectedError())
+        mocked.post(URL, **error(15, "Remote service error", sub_code="isp.top-remote-service-unavailable"))
+        mocked.post(URL, **reply(TIME_OK))
+        async with client:
+            with pytest.raises(ServerError):
+                await client.time()  # 4 tries: the fourth still fails
+            assert 4 == client.call_counts["taobao.time.get"]
+            moment = await client.time()
+
+    assert "2023-11-15 06:13:20" == moment.strftime("%Y-%m-%d %H:%M:%S")
+    assert 5 == client.call_counts["taobao.time.get"]
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (error(27, "Invalid session", sub_code="invalid-sessionkey"), AuthenticationError),
+        (error(25, "Invalid Signature"), InvalidRequestError),
+        (error(15, "Remote service error", sub_code="isv.invalid-parameter:page_size"), InvalidRequestError),
+        ({"status": 404, "body": "no such path"}, ResponseFormatError),
+    ],
+)
+async def test_permanent_errors_are_not_retried(
+    client: TopClient, response: dict[str, Any], expected: type[Exception]
+) -> None:
+    """Auth, signature and invalid-request errors fail after exactly one call."""
+    with aioresponses() as mocked:
+        mocked.post(URL, **response)
+        async with client:
+            with pytest.raises(expected):
+                await client.call("taobao.trades.sold.get", {"fields": "tid"}, session=SESSION)
+
+    assert 1 == client.call_counts["taobao.trades.sold.get"]
+
+
+async def test_transport_errors_are_translated(clock: FakeClock) -> None:
+    """aiohttp and timeout exceptions never escape; they become our transport errors."""
+    client = TopClient("app", SECRET, url=URL, retry=RetryPolicy.no_wait(max_tries=1), clock=clock)
+    with aioresponses() as mocked:
+        mocked.post(URL, exception=aiohttp.ClientConnectionError("refused"))
+        mocked.post(URL, exception=TimeoutError())
+        async with client:
+            with pytest.raises(ConnectError):
+                await client.time()
+            with pytest.raises(TransportTimeout) as caught:
+                await client.time()
+
+    assert isinstance(caught.value, TimeoutError)
+
+
+async def test_oversized_list_window_is_not_retried(client: TopClient) -> None:
+    """A list window Taobao times out on raises WindowTooLargeError after one call (split, never retry)."""
+    from datetime import datetime
+
+    start = datetime(2023, 11, 15, tzinfo=CST)
+    with aioresponses() as mocked:
+        mocked.post(URL, **error(15, "Remote service error", sub_code="isp.top-remote-connection-timeout"))
+        async with client:
+            with pytest.raises(WindowTooLargeError):
+                await client.trades_sold_increment(SESSION, start_modified=start, end_modified=start)
+
+    assert 1 == client.call_counts["taobao.trades.sold.increment.get"]
+
+
+async def test_ban_pauses_the_whole_client_then_retries(client: TopClient, clock: FakeClock) -> None:
+    """Code 7 with 'N more seconds' sleeps N + margin on the injected clock, then succeeds."""
+    ban = error(
+        7,
+        "App Call Limited",
+        sub_code="accesscontrol.limited-by-api-access-count",
+        sub_msg="This ban will last for 5 more seconds",
+    )
+    client._retry = RetryPolicy(max_tries=1, base_delay=0, max_delay=0, ban_margin=1.0)
+    with aioresponses() as mocked:
+        mocked.post(URL, **ban)
+        mocked.post(URL, **reply(TIME_OK))
+        async with client:
+            await client.time()
+
+    assert [6.0] == clock.sleeps
+    assert 1 == client.bans
+
+
+async def test_long_ban_raises_with_retry_after(client: TopClient, clock: FakeClock) -> None:
+    """A quota ban longer than max_ban_wait surfaces as RateLimitedError(retry_after=N), no sleep."""
+    with aioresponses() as mocked:
+        mocked.post(
+            URL,
+            **error(
+                7,
+                "App Call Limited",
+                sub_code="accesscontrol.limited-by-app-access-count",
+                sub_msg="This ban will last for 31062 more seconds",
+            ),
+        )
+        async with client:
+            with pytest.raises(RateLimitedError) as caught:
+                await client.time()
+
+    assert 31062.0 == caught.value.retry_after
+    assert [] == clock.sleeps
+
+
+async def test_ban_gate_holds_concurrent_calls(clock: FakeClock) -> None:
+    """While one call is banned, every other call of the client waits for the gate too."""
+    client = TopClient("app", SECRET, url=URL, simplify=False, retry=RetryPolicy.no_wait(), clock=clock)
+    ban = error(7, "App Call Limited", sub_msg="This ban will last for 3 more seconds")
+    with aioresponses() as mocked:
+        mocked.post(URL, **ban)
+        mocked.post(URL, **reply(TIME_OK), repeat=True)
+        async with client:
+            await client.time()
+            sleeps_after_ban = list(clock.sleeps)
+            await asyncio.gather(client.time(), client.time())
+
+    assert [3.0] == sleeps_after_ban
+    assert 3 == client.call_counts["taobao.time.get"] - 1
+
+
+async def test_code_31_recovers_from_the_date_header(client: TopClient, clock: FakeClock) -> None:
+    """A refused timestamp re-measures the clock from the reply's Date header and retries once."""
+    # Taobao is 20 minutes ahead of our clock: 22:33:20 UTC instead of 22:13:20.
+    refused = error(31, "Invalid timestamp")
+    refused["headers"] = {"Date": "Tue, 14 Nov 2023 22:33:20 GMT"}
+    ahead = {"time_get_response": {"time": "2023-11-15 06:33:20", "request_id": "r2"}}
+    with aioresponses() as mocked:
+        mocked.post(URL, **refused)
+        mocked.post(URL, **reply(ahead))
+        async with client:
+            estimate = await client.measure_clock()
+            sent = [call.kwargs["data"] for calls in mocked.requests.values() for call in calls]
+
+    assert abs(estimate.offset - 1200) <= estimate.uncertainty
+    assert "2023-11-15 06:13:20" == sent[0]["timestamp"]
+    assert sent[1]["timestamp"].startswith("2023-11-15 06:33:2")
+
+
+async def test_code_31_twice_gives_up(client: TopClient) -> None:
+    """A second refusal after recovery raises instead of looping."""
+    with aioresponses() as mocked:
+        mocked.post(URL, **error(31, "Invalid timestamp"), repeat=True)
+        async with client:
+            with pytest.raises(InvalidRequestError):
+                await client.time()
+
+    assert 2 == client.call_counts["taobao.time.get"]
+
+
+async def test_secrets_never_appear_in_repr_errors_or_logs(client: TopClient, caplog: pytest.LogCaptureFixture) -> None:
+    """The app secret and session keys are absent from reprs, exception text and log records."""
+    caplog.set_level(logging.DEBUG)
+    with aioresponses() as mocked:
+        mocked.post(URL, status=502, body="bad gateway")
+        mocked.post(URL, **error(27, "Invalid session", sub_code="invalid-sessionkey"))
+        async with client:
+            with pytest.raises(AuthenticationError) as caught:
+                await client.call("taobao.trades.sold.get", {"fields": "tid"}, session=SESSION)
+
+    texts = [repr(client), str(caught.value), repr(caught.value), caplog.text]
+    for text in texts:
+        assert SECRET not in text
+        assert SESSION not in text
+
+
+async def test_closed_client_refuses_calls(client: TopClient) -> None:
+    """Use after aclose() is a clear error; aclose() is idempotent."""
+    from taobao_ordersync import ConfigurationError
+
+    await client.aclose()
+    await client.aclose()
+
+    with pytest.raises(ConfigurationError, match="closed"):
+        await client.time()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"app_key": ""},
+        {"app_secret": " "},
+        {"url": "ftp://x"},
+        {"sign_method": "sha1"},
+        {"rate": 0},
+        {"timeout": -1},
+    ],
+)
+def test_bad_configuration_is_a_clear_error(kwargs: dict[str, Any]) -> None:
+    """Invalid constructor arguments raise ConfigurationError (a ValueError) at once."""
+    from taobao_ordersync import ConfigurationError
+
+    options: dict[str, Any] = {"app_key": "k", "app_secret": "s", **kwargs}
+    with pytest.raises(ConfigurationError):
+        TopClient(**options)
