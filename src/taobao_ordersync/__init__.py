@@ -29,25 +29,32 @@ from taobao_ordersync.errors import (
     WindowTooLargeError,
 )
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
+from taobao_ordersync.planner import Window
+from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
+from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer
 from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL",
+    "HORIZON",
     "AiohttpTransport",
     "ApiError",
     "AuthenticationError",
+    "Batch",
     "BusinessError",
     "CheckpointConflictError",
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointExpiredError",
+    "CheckpointStore",
     "Clock",
     "ClockEstimate",
     "ConfigurationError",
     "ConnectError",
     "InvalidRequestError",
+    "MemoryStore",
     "Order",
     "PermissionDeniedError",
     "RateLimitedError",
@@ -56,7 +63,11 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "Shop",
+    "ShopProgress",
+    "SqliteStore",
+    "StoredCheckpoint",
     "SyncError",
+    "Syncer",
     "SystemClock",
     "TaobaoOrderSyncError",
     "TopClient",
@@ -65,6 +76,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "TransportTimeout",
+    "Window",
     "WindowTooDenseError",
     "WindowTooLargeError",
     "__version__",

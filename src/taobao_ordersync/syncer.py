@@ -1,0 +1,442 @@
+"""``Syncer``: deliver every trade of a shop, at least once, with the fewest calls.
+
+One call of ``increments(shop)`` (or ``batches(shop)``) catches a shop up from its
+checkpoint to Taobao's ``now - lag`` and ends. The first call for a shop backfills
+trades created in the last ``backfill`` first. Each rule it keeps is one of the
+design's twelve (``docs/concepts.md``):
+
+* windows are planned on Taobao's clock, end ``lag`` behind it, touch at their
+  bounds, never exceed a day, and are split while they hold too many trades;
+* each window is counted by its first page, then read from the last page back to
+  page 1, so trades changing mid-read cause duplicates, never gaps;
+* every trade type is requested;
+* a window's end is saved only after its last trade was handed over and the
+  consumer asked for more: a crash, an exception or a ``break`` re-reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import aclosing
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from attrs import define, evolve, field, frozen
+
+from taobao_ordersync import _wire
+from taobao_ordersync._checkpoint import Checkpoint, Key
+from taobao_ordersync._time import floor_second
+from taobao_ordersync.client import TopClient
+from taobao_ordersync.errors import (
+    BusinessError,
+    CheckpointExpiredError,
+    ConfigurationError,
+    WindowTooDenseError,
+    WindowTooLargeError,
+)
+from taobao_ordersync.models import Shop, Trade, TradePage
+from taobao_ordersync.planner import Window, page_count, split, tile
+from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
+
+__all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
+
+#: How far back Taobao lists trades (top-api.md §6.2: "last three months").
+HORIZON: Final = timedelta(days=90)
+#: Kept between the horizon and our oldest request, so a request planned now is still valid when sent.
+HORIZON_MARGIN: Final = timedelta(minutes=10)
+MAX_INCREMENT_SPAN: Final = timedelta(days=1)
+
+Phase = Literal["backfill", "increments"]
+logger = logging.getLogger("taobao_ordersync.syncer")
+
+
+@frozen(kw_only=True)
+class Batch:
+    """New trades from one page of one window, already de-duplicated.
+
+    The checkpoint moves past a window when the batch after the window's last one
+    is requested (or the iterator is driven to its end).
+    """
+
+    shop_id: str
+    phase: Phase
+    window: Window
+    trades: tuple[Trade, ...]
+
+
+@define
+class ShopProgress:
+    """Where one shop's sync stands, updated as it runs (for progress displays and status)."""
+
+    shop_id: str
+    phase: Phase = "backfill"
+    origin: datetime | None = None
+    cursor: datetime | None = None
+    target: datetime | None = None
+    backfill_from: datetime | None = None
+    backfilled_to: datetime | None = None
+    windows: int = 0
+    pages: int = 0
+    delivered: int = 0
+    duplicates: int = 0
+    splits: int = 0
+    missing: list[int] = field(factory=list)
+
+    @property
+    def behind(self) -> timedelta | None:
+        """How far the committed position trails the run's target."""
+        if self.target is None or self.cursor is None:
+            return None
+        return max(timedelta(0), self.target - self.cursor)
+
+
+def _as_delta(name: str, value: float | timedelta) -> timedelta:
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta < timedelta(0):
+        raise ConfigurationError(f"{name} must not be negative")
+    return delta
+
+
+@define
+class _Commit:
+    checkpoint: Checkpoint
+
+
+_Steps = AsyncGenerator[Batch | _Commit, None]
+
+
+class Syncer:
+    """Keeps shops' trades complete, using a ``TopClient`` and a ``CheckpointStore``.
+
+    Args:
+        client: the app's client (shared by every shop: one rate limit, one ban gate).
+        store: where each shop's checkpoint lives.
+        lag: how far behind Taobao's clock windows end (seconds or timedelta). Changes
+            become visible to list calls a little after they happen; a window must not
+            close before that. Default 10 s.
+        overlap: re-read this much before the checkpoint on each run (duplicates only).
+        backfill: how far back the first sync reaches by creation time (at most 3 months).
+        max_window_orders: split windows holding more trades (Taobao times out above 20,000).
+        page_size: trades per call, 1-100.
+        max_window: longest increment window (Taobao allows 1 day).
+        types: trade types to request; all of them by default.
+        fields: trade fields to request from the list calls.
+        fullinfo: list only ``tid``/``modified`` and fetch each trade with
+            ``taobao.trade.fullinfo.get`` (for fields the list calls do not return).
+        fullinfo_concurrency: parallel fullinfo fetches per shop.
+        on_expired: ``"raise"`` (default) a ``CheckpointExpiredError`` when a checkpoint
+            is older than Taobao's 3-month horizon, or ``"rebackfill"`` to start over.
+        on_progress: called with the shop's ``ShopProgress`` after every page.
+    """
+
+    def __init__(
+        self,
+        client: TopClient,
+        *,
+        store: CheckpointStore,
+        lag: float | timedelta = 10.0,
+        overlap: float | timedelta = 0.0,
+        backfill: float | timedelta = HORIZON,
+        max_window_orders: int = 20_000,
+        page_size: int = _wire.MAX_PAGE_SIZE,
+        max_window: float | timedelta = MAX_INCREMENT_SPAN,
+        types: Iterable[str] = _wire.ALL_TRADE_TYPES,
+        fields: Iterable[str] = _wire.DEFAULT_TRADE_FIELDS,
+        fullinfo: bool = False,
+        fullinfo_concurrency: int = 8,
+        on_expired: Literal["raise", "rebackfill"] = "raise",
+        on_progress: Callable[[ShopProgress], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.lag = _as_delta("lag", lag)
+        self.overlap = _as_delta("overlap", overlap)
+        self.backfill = min(_as_delta("backfill", backfill), HORIZON)
+        self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN)
+        if self.max_window < timedelta(seconds=1):
+            raise ConfigurationError("max_window must be at least one second")
+        if not 1 <= page_size <= _wire.MAX_PAGE_SIZE:
+            raise ConfigurationError(f"page_size must be 1..{_wire.MAX_PAGE_SIZE}, got {page_size}")
+        if max_window_orders < page_size:
+            raise ConfigurationError("max_window_orders must be at least page_size")
+        self.page_size = page_size
+        self.max_window_orders = max_window_orders
+        self.types = tuple(types)
+        if not self.types:
+            raise ConfigurationError("types must name at least one trade type")
+        wanted = tuple(fields)
+        if not wanted:
+            raise ConfigurationError("fields must name at least one field")
+        self.fields = tuple(dict.fromkeys(("tid", "modified", "created", *wanted)))
+        self.fullinfo = fullinfo
+        if fullinfo_concurrency < 1:
+            raise ConfigurationError("fullinfo_concurrency must be >= 1")
+        self.fullinfo_concurrency = fullinfo_concurrency
+        if on_expired not in ("raise", "rebackfill"):
+            raise ConfigurationError("on_expired must be 'raise' or 'rebackfill'")
+        self.on_expired = on_expired
+        self.on_progress = on_progress
+        self._progress: dict[str, ShopProgress] = {}
+
+    def __repr__(self) -> str:
+        return f"Syncer({self.client!r}, store={self.store!r}, lag={self.lag}, page_size={self.page_size})"
+
+    def progress(self, shop_id: str) -> ShopProgress:
+        """The live progress of a shop (created on first use)."""
+        return self._progress.setdefault(shop_id, ShopProgress(shop_id=shop_id))
+
+    # -- public iterators ------------------------------------------------------------
+
+    async def increments(self, shop: Shop) -> AsyncGenerator[Trade, None]:
+        """Every new or changed trade of ``shop`` since its checkpoint, then stop.
+
+        Consume idempotently: upsert by ``tid`` keeping the newest ``modified``.
+        """
+        async with aclosing(self.batches(shop)) as batches:
+            async for batch in batches:
+                for trade in batch.trades:
+                    yield trade
+
+    async def batches(self, shop: Shop) -> AsyncGenerator[Batch, None]:
+        """Like ``increments`` but one ``Batch`` (a page's new trades) at a time, for bulk writers."""
+        if not isinstance(shop, Shop):
+            raise ConfigurationError("batches() takes a Shop(id=..., session=...)")
+        stored = await self.store.load(shop.id)
+        revision = None if stored is None else stored.revision
+        async with aclosing(self._steps(shop, stored)) as steps:
+            async for step in steps:
+                if isinstance(step, _Commit):
+                    revision = await self.store.save(shop.id, step.checkpoint.to_json(), expected_revision=revision)
+                    self._record(step.checkpoint)
+                elif step.trades:
+                    yield step
+
+    # -- the plan --------------------------------------------------------------------
+
+    async def _steps(self, shop: Shop, stored: StoredCheckpoint | None) -> _Steps:
+        server_now = floor_second(await self.client.server_now())
+        horizon = server_now - HORIZON + HORIZON_MARGIN
+        if stored is None:
+            checkpoint = self._fresh(shop, server_now, horizon)
+            yield _Commit(checkpoint)  # fix T0 before any work, so a crash resumes with the same origin
+        else:
+            checkpoint = Checkpoint.from_json(stored.data, shop_id=shop.id)
+            oldest = checkpoint.cursor - self.overlap if checkpoint.backfill_done else checkpoint.origin
+            if oldest < horizon:
+                if self.on_expired == "raise":
+                    raise CheckpointExpiredError(shop.id, oldest, horizon)
+                logger.warning("shop %s: checkpoint %s is past the horizon; backfilling again", shop.id, oldest)
+                checkpoint = self._fresh(shop, server_now, horizon)
+                yield _Commit(checkpoint)
+        self._record(checkpoint)
+        if not checkpoint.backfill_done:
+            async for step in self._backfill(shop, checkpoint, horizon):
+                if isinstance(step, _Commit):
+                    checkpoint = step.checkpoint
+                yield step
+        async for step in self._increments(shop, checkpoint, server_now):
+            yield step
+
+    def _fresh(self, shop: Shop, server_now: datetime, horizon: datetime) -> Checkpoint:
+        origin = server_now - self.lag
+        start = max(origin - self.backfill, horizon)
+        logger.info("shop %s: first sync; backfilling trades created %s .. %s", shop.id, start, origin)
+        return Checkpoint(
+            shop_id=shop.id,
+            origin=origin,
+            cursor=origin,
+            backfill_from=start,
+            backfilled_to=start,
+            boundary=frozenset(),
+        )
+
+    def _record(self, checkpoint: Checkpoint) -> None:
+        progress = self.progress(checkpoint.shop_id)
+        progress.origin = checkpoint.origin
+        progress.backfill_from = checkpoint.backfill_from
+        progress.backfilled_to = checkpoint.backfilled_to
+        progress.cursor = checkpoint.cursor if checkpoint.backfill_done else checkpoint.backfilled_to
+
+    async def _backfill(self, shop: Shop, checkpoint: Checkpoint, horizon: datetime) -> _Steps:
+        progress = self.progress(shop.id)
+        progress.phase = "backfill"
+        progress.target = checkpoint.origin
+        resume = checkpoint.backfilled_to or checkpoint.backfill_from
+        start = max(resume, horizon)
+        if start > resume:
+            logger.warning("shop %s: backfill resumes at the 3-month horizon %s", shop.id, start)
+        # sold.get has no span limit: one window, split only if Taobao finds it too big.
+        windows = [Window(start, checkpoint.origin, self.types)]
+        boundary = checkpoint.boundary
+        async for step in self._read_windows(shop, "backfill", windows, boundary):
+            if isinstance(step, tuple):
+                window, boundary = step
+                done = window.end >= checkpoint.origin
+                checkpoint = evolve(
+                    checkpoint,
+                    backfilled_to=None if done else window.end,
+                    boundary=frozenset() if done else boundary,
+                )
+                yield _Commit(checkpoint)
+            else:
+                yield step
+
+    async def _increments(self, shop: Shop, checkpoint: Checkpoint, server_now: datetime) -> _Steps:
+        progress = self.progress(shop.id)
+        progress.phase = "increments"
+        # Re-read the clock: a long backfill may have taken hours.
+        target = floor_second(await self.client.server_now()) - self.lag
+        progress.target = target
+        start = checkpoint.cursor - self.overlap
+        if target <= checkpoint.cursor:
+            return
+        windows = tile(start, target, max_span=self.max_window, types=self.types)
+        async for step in self._read_windows(shop, "increments", windows, checkpoint.boundary):
+            if isinstance(step, tuple):
+                window, boundary = step
+                checkpoint = evolve(checkpoint, cursor=max(window.end, checkpoint.cursor), boundary=boundary)
+                yield _Commit(checkpoint)
+            else:
+                yield step
+
+    async def _read_windows(
+        self, shop: Shop, phase: Phase, windows: Sequence[Window], boundary: frozenset[Key]
+    ) -> AsyncGenerator[Batch | tuple[Window, frozenset[Key]], None]:
+        """Read windows in order, splitting heavy ones; yield batches, then (window, boundary) per commit."""
+        progress = self.progress(shop.id)
+        queue = list(reversed(windows))  # a stack: the oldest window on top
+        # Keys delivered in the current window, with their time on the window's axis
+        # (created for the backfill, modified for increments), to carry the boundary second.
+        seen: dict[Key, datetime] = dict.fromkeys(boundary, queue[-1].start) if queue else {}
+        while queue:
+            window = queue.pop()
+            first = await self._first_page(shop, phase, window)
+            if first is None or ((first.total_results or 0) > self.max_window_orders and window.can_split):
+                progress.splits += 1
+                queue.extend(reversed(split(window)))
+                continue
+            total = first.total_results or 0
+            if total > self.max_window_orders:
+                logger.warning(
+                    "shop %s: %d trades in the single second %s (type %s); reading all of them",
+                    shop.id, total, window.start, window.types[0],
+                )  # fmt: skip
+            async with aclosing(self._pages(shop, phase, window, first)) as pages:
+                async for page in pages:
+                    fresh = self._dedupe(page.trades, seen, progress, by_created=phase == "backfill")
+                    if self.fullinfo and fresh:
+                        fresh = await self._fetch_details(shop, fresh)
+                    progress.pages += 1
+                    progress.delivered += len(fresh)
+                    self._notify(progress)
+                    yield Batch(shop_id=shop.id, phase=phase, window=window, trades=tuple(fresh))
+            progress.windows += 1
+            if window.commits:
+                carried = frozenset(key for key, moment in seen.items() if moment == window.end)
+                yield (window, carried)
+                seen = dict.fromkeys(carried, window.end)
+
+    async def _first_page(self, shop: Shop, phase: Phase, window: Window) -> TradePage | None:
+        """Page 1 with its count, or None when Taobao refuses the window as too big."""
+        try:
+            return await self._list(shop, phase, window, page_no=1, use_has_next=False)
+        except WindowTooLargeError:
+            if window.can_split:
+                return None
+            raise WindowTooDenseError(
+                f"shop {shop.id}: Taobao cannot list the trades of type {window.types[0]} "
+                f"modified in the single second {window.start}; no smaller window exists"
+            ) from None
+
+    async def _pages(
+        self, shop: Shop, phase: Phase, window: Window, first: TradePage
+    ) -> AsyncGenerator[TradePage, None]:
+        yield first
+        last = page_count(first.total_results or 0, self.page_size)
+        if last == 1:
+            return
+        if phase == "backfill":
+            # Creation windows are stable: read forward, no need to re-read page 1.
+            page_no = 2
+            while True:
+                page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+                yield page
+                if not page.has_next:
+                    return
+                page_no += 1
+        # Modification windows shift while read: last page first, then back to page 1.
+        page_no = last
+        while True:  # past the counted end only if the window grew (has_next)
+            page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+            yield page
+            if not page.has_next:
+                break
+            page_no += 1
+        for page_no in range(last - 1, 0, -1):
+            yield await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+
+    async def _list(self, shop: Shop, phase: Phase, window: Window, *, page_no: int, use_has_next: bool) -> TradePage:
+        fields = ("tid", "modified", "created") if self.fullinfo else self.fields
+        if phase == "backfill":
+            page = await self.client.trades_sold(
+                shop.session,
+                start_created=window.start,
+                end_created=window.end,
+                fields=fields,
+                types=window.types,
+                page_no=page_no,
+                page_size=self.page_size,
+                use_has_next=use_has_next,
+            )
+        else:
+            page = await self.client.trades_sold_increment(
+                shop.session,
+                start_modified=window.start,
+                end_modified=window.end,
+                fields=fields,
+                types=window.types,
+                page_no=page_no,
+                page_size=self.page_size,
+                use_has_next=use_has_next,
+            )
+        return page
+
+    @staticmethod
+    def _dedupe(
+        trades: Iterable[Trade], seen: dict[Key, datetime], progress: ShopProgress, *, by_created: bool
+    ) -> list[Trade]:
+        fresh = []
+        for trade in trades:
+            key = (trade.tid, trade.modified)
+            if key in seen:
+                progress.duplicates += 1
+                continue
+            seen[key] = (trade.created or trade.modified) if by_created else trade.modified
+            fresh.append(trade)
+        return fresh
+
+    async def _fetch_details(self, shop: Shop, listed: Sequence[Trade]) -> list[Trade]:
+        """Fetch each listed trade with fullinfo, concurrently; none is silently dropped."""
+        limit = asyncio.Semaphore(self.fullinfo_concurrency)
+        progress = self.progress(shop.id)
+
+        async def fetch(trade: Trade) -> Trade | None:
+            async with limit:
+                try:
+                    return await self.client.trade_fullinfo(shop.session, trade.tid, fields=self.fields)
+                except BusinessError as exc:
+                    if exc.sub_code != "isv.trade-not-exist":
+                        raise
+                    logger.warning("shop %s: trade %d is listed but does not exist (%s)", shop.id, trade.tid, exc)
+                    progress.missing.append(trade.tid)
+                    return None
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(fetch(trade)) for trade in listed]
+        return [trade for task in tasks if (trade := task.result()) is not None]
+
+    def _notify(self, progress: ShopProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(progress)
