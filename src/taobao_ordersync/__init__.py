@@ -3,6 +3,7 @@
 The public API is exactly ``__all__``.
 """
 
+from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._retry import RetryPolicy
 from taobao_ordersync.client import DEFAULT_URL, TopClient
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
@@ -44,6 +45,7 @@ __all__ = [
     "AuthenticationError",
     "Batch",
     "BusinessError",
+    "Checkpoint",
     "CheckpointConflictError",
     "CheckpointCorruptError",
     "CheckpointError",

@@ -30,6 +30,12 @@ MAX_BOUNDARY: Final = 2000
 Key = tuple[int, datetime]
 
 
+def _exact_int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"trade id {value!r} is not an integer")
+    return value
+
+
 @frozen(kw_only=True)
 class Checkpoint:
     """Where a shop's sync stands."""
@@ -64,9 +70,10 @@ class Checkpoint:
             document = json.loads(text)
             if not isinstance(document, dict):
                 raise TypeError("not an object")
-            if document.get("format") != FORMAT:
+            found = document.get("format")
+            if type(found) is not int or found != FORMAT:
                 raise CheckpointCorruptError(
-                    f"shop {shop_id!r}: checkpoint format {document.get('format')!r} is not {FORMAT}; "
+                    f"shop {shop_id!r}: checkpoint format {found!r} is not {FORMAT}; "
                     "was it written by a newer taobao-ordersync?"
                 )
             if document["shop_id"] != shop_id:
@@ -78,7 +85,7 @@ class Checkpoint:
                 cursor=parse_time(document["cursor"]),
                 backfill_from=parse_time(document["backfill_from"]),
                 backfilled_to=None if backfilled_to is None else parse_time(backfilled_to),
-                boundary=frozenset((int(tid), parse_time(modified)) for tid, modified in document["boundary"]),
+                boundary=frozenset((_exact_int(tid), parse_time(modified)) for tid, modified in document["boundary"]),
             )
         except CheckpointCorruptError:
             raise

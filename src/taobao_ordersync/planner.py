@@ -16,7 +16,7 @@ from typing import Final
 
 from attrs import evolve, frozen
 
-__all__ = ["Window", "page_order", "split", "tile"]
+__all__ = ["Window", "page_count", "page_order", "split", "tile"]
 
 SECOND: Final = timedelta(seconds=1)
 
@@ -56,8 +56,8 @@ def tile(start: datetime, end: datetime, *, max_span: timedelta, types: Sequence
         raise ValueError("window bounds must be whole seconds")
     if end < start:
         raise ValueError("end must not be before start")
-    if max_span < SECOND:
-        raise ValueError("max_span must be at least one second")
+    if max_span < SECOND or max_span % SECOND:
+        raise ValueError("max_span must be at least one second, in whole seconds")
     windows = []
     cursor = start
     while True:
@@ -78,12 +78,12 @@ def split(window: Window) -> tuple[Window, Window]:
         seconds = int(window.span.total_seconds())
         if seconds == 1:
             return (
-                Window(window.start, window.start, window.types),
+                Window(window.start, window.start, window.types, window.commits),
                 Window(window.end, window.end, window.types, window.commits),
             )
         middle = window.start + timedelta(seconds=seconds // 2)
         return (
-            Window(window.start, middle, window.types),
+            Window(window.start, middle, window.types, window.commits),
             Window(middle, window.end, window.types, window.commits),
         )
     if len(window.types) > 1:

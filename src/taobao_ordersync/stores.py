@@ -96,13 +96,14 @@ class SqliteStore:
         return f"SqliteStore({str(self.path)!r})"
 
     def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             if not self._ready:
                 connection.execute(_SCHEMA)
                 self._ready = True
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointCorruptError(f"{self.path}: not a usable SQLite checkpoint file: {exc}") from exc
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
     def _load(self, shop_id: str) -> StoredCheckpoint | None:
@@ -124,7 +125,8 @@ class SqliteStore:
                 )
         if cursor.rowcount != 1:
             raise CheckpointConflictError(
-                f"shop {shop_id!r}: checkpoint moved since revision {expected}; another worker is syncing this shop"
+                f"shop {shop_id!r}: checkpoint is no longer at revision {expected} (None: absent); "
+                "another worker is syncing this shop"
             )
         return (expected or 0) + 1
 
@@ -154,13 +156,22 @@ class _Connection:
         self._connection: sqlite3.Connection | None = None
 
     def __enter__(self) -> sqlite3.Connection:
-        self._connection = self._store._connect()
+        try:
+            self._connection = self._store._connect()
+        except sqlite3.Error as exc:
+            self.__exit__(type(exc), exc, None)
+            raise  # unreachable: __exit__ raised our error
         return self._connection
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if self._connection is not None:
             self._connection.close()
+            self._connection = None
+        # Locked, unopenable or read-only files are store trouble; only a file
+        # that is not a database (or is damaged) is corruption.
+        if isinstance(exc, sqlite3.OperationalError):
+            raise CheckpointError(f"{self._store.path}: {exc}") from exc
         if isinstance(exc, sqlite3.DatabaseError):
-            raise CheckpointCorruptError(f"{self._store.path}: {exc}") from exc
+            raise CheckpointCorruptError(f"{self._store.path}: not a usable SQLite checkpoint file: {exc}") from exc
         if isinstance(exc, sqlite3.Error):
             raise CheckpointError(f"{self._store.path}: {exc}") from exc

@@ -47,6 +47,7 @@ HORIZON: Final = timedelta(days=90)
 #: Kept between the horizon and our oldest request, so a request planned now is still valid when sent.
 HORIZON_MARGIN: Final = timedelta(minutes=10)
 MAX_INCREMENT_SPAN: Final = timedelta(days=1)
+SECOND: Final = timedelta(seconds=1)
 
 Phase = Literal["backfill", "increments"]
 logger = logging.getLogger("taobao_ordersync.syncer")
@@ -104,6 +105,14 @@ class _Commit:
     checkpoint: Checkpoint
 
 
+@frozen
+class _Reached:
+    """Everything up to ``moment`` is handed over; ``carried`` were delivered at ``moment`` itself."""
+
+    moment: datetime
+    carried: frozenset[Key]
+
+
 _Steps = AsyncGenerator[Batch | _Commit, None]
 
 
@@ -154,7 +163,7 @@ class Syncer:
         self.lag = _as_delta("lag", lag)
         self.overlap = _as_delta("overlap", overlap)
         self.backfill = min(_as_delta("backfill", backfill), HORIZON)
-        self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN)
+        self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN) // SECOND * SECOND
         if self.max_window < timedelta(seconds=1):
             raise ConfigurationError("max_window must be at least one second")
         if not 1 <= page_size <= _wire.MAX_PAGE_SIZE:
@@ -182,6 +191,11 @@ class Syncer:
 
     def __repr__(self) -> str:
         return f"Syncer({self.client!r}, store={self.store!r}, lag={self.lag}, page_size={self.page_size})"
+
+    async def checkpoint(self, shop_id: str) -> Checkpoint | None:
+        """The shop's committed position, or None before its first sync."""
+        stored = await self.store.load(shop_id)
+        return None if stored is None else Checkpoint.from_json(stored.data, shop_id=shop_id)
 
     def progress(self, shop_id: str) -> ShopProgress:
         """The live progress of a shop (created on first use)."""
@@ -271,13 +285,12 @@ class Syncer:
         windows = [Window(start, checkpoint.origin, self.types)]
         boundary = checkpoint.boundary
         async for step in self._read_windows(shop, "backfill", windows, boundary):
-            if isinstance(step, tuple):
-                window, boundary = step
-                done = window.end >= checkpoint.origin
+            if isinstance(step, _Reached):
+                done = step.moment >= checkpoint.origin
                 checkpoint = evolve(
                     checkpoint,
-                    backfilled_to=None if done else window.end,
-                    boundary=frozenset() if done else boundary,
+                    backfilled_to=None if done else step.moment,
+                    boundary=frozenset() if done else step.carried,
                 )
                 yield _Commit(checkpoint)
             else:
@@ -294,17 +307,17 @@ class Syncer:
             return
         windows = tile(start, target, max_span=self.max_window, types=self.types)
         async for step in self._read_windows(shop, "increments", windows, checkpoint.boundary):
-            if isinstance(step, tuple):
-                window, boundary = step
-                checkpoint = evolve(checkpoint, cursor=max(window.end, checkpoint.cursor), boundary=boundary)
+            if isinstance(step, _Reached):
+                checkpoint = evolve(checkpoint, cursor=max(step.moment, checkpoint.cursor), boundary=step.carried)
                 yield _Commit(checkpoint)
             else:
                 yield step
 
     async def _read_windows(
         self, shop: Shop, phase: Phase, windows: Sequence[Window], boundary: frozenset[Key]
-    ) -> AsyncGenerator[Batch | tuple[Window, frozenset[Key]], None]:
-        """Read windows in order, splitting heavy ones; yield batches, then (window, boundary) per commit."""
+    ) -> AsyncGenerator[Batch | _Reached, None]:
+        """Read windows in order, splitting heavy ones; yield batches, and a ``_Reached`` whenever
+        everything up to a moment (on the window's time axis) has been handed over."""
         progress = self.progress(shop.id)
         queue = list(reversed(windows))  # a stack: the oldest window on top
         # Keys delivered in the current window, with their time on the window's axis
@@ -324,7 +337,7 @@ class Syncer:
                     shop.id, total, window.start, window.types[0],
                 )  # fmt: skip
             async with aclosing(self._pages(shop, phase, window, first)) as pages:
-                async for page in pages:
+                async for page, reached in pages:
                     fresh = self._dedupe(page.trades, seen, progress, by_created=phase == "backfill")
                     if self.fullinfo and fresh:
                         fresh = await self._fetch_details(shop, fresh)
@@ -332,10 +345,12 @@ class Syncer:
                     progress.delivered += len(fresh)
                     self._notify(progress)
                     yield Batch(shop_id=shop.id, phase=phase, window=window, trades=tuple(fresh))
+                    if reached is not None and window.commits:
+                        yield _Reached(reached, frozenset(key for key, at in seen.items() if at == reached))
             progress.windows += 1
             if window.commits:
-                carried = frozenset(key for key, moment in seen.items() if moment == window.end)
-                yield (window, carried)
+                carried = frozenset(key for key, at in seen.items() if at == window.end)
+                yield _Reached(window.end, carried)
                 seen = dict.fromkeys(carried, window.end)
 
     async def _first_page(self, shop: Shop, phase: Phase, window: Window) -> TradePage | None:
@@ -352,30 +367,37 @@ class Syncer:
 
     async def _pages(
         self, shop: Shop, phase: Phase, window: Window, first: TradePage
-    ) -> AsyncGenerator[TradePage, None]:
-        yield first
+    ) -> AsyncGenerator[tuple[TradePage, datetime | None], None]:
+        """Page 1 (already read, with the count), then the last page back to page 2 (or 1).
+
+        Both lists are newest first. Modification windows shift while read: a trade that
+        leaves moves later ones towards page 1, into pages still to be read, so reading
+        backwards and re-reading page 1 last turns the shift into a duplicate, never a gap.
+        Creation windows are stable, so page 1 is not re-read, and after each page every
+        trade created before the page's newest one has been read: the moment is yielded
+        with the page so the backfill can commit progress inside a window.
+        """
+        yield first, None
         last = page_count(first.total_results or 0, self.page_size)
         if last == 1:
             return
-        if phase == "backfill":
-            # Creation windows are stable: read forward, no need to re-read page 1.
-            page_no = 2
-            while True:
-                page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
-                yield page
-                if not page.has_next:
-                    return
-                page_no += 1
-        # Modification windows shift while read: last page first, then back to page 1.
+        stable = phase == "backfill"
+        # The last page, and past it only if the window grew since it was counted.
+        tail = await self._list(shop, phase, window, page_no=last, use_has_next=True)
+        extra = tail
         page_no = last
-        while True:  # past the counted end only if the window grew (has_next)
-            page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
-            yield page
-            if not page.has_next:
-                break
+        while extra.has_next:
             page_no += 1
-        for page_no in range(last - 1, 0, -1):
-            yield await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+            extra = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+            yield extra, None
+        yield tail, self._newest_created(tail) if stable else None
+        for page_no in range(last - 1, 1 if stable else 0, -1):
+            page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+            yield page, self._newest_created(page) if stable else None
+
+    @staticmethod
+    def _newest_created(page: TradePage) -> datetime | None:
+        return max((trade.created for trade in page.trades if trade.created is not None), default=None)
 
     async def _list(self, shop: Shop, phase: Phase, window: Window, *, page_no: int, use_has_next: bool) -> TradePage:
         fields = ("tid", "modified", "created") if self.fullinfo else self.fields

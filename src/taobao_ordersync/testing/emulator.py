@@ -23,9 +23,10 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from aiohttp import web
-from attrs import define, frozen
+from attrs import define, evolve, frozen
 
 from taobao_ordersync import _wire
+from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._time import CST, format_time, from_epoch, parse_time, parse_timestamp_param
 from taobao_ordersync.signing import SIGN_METHODS, sign
 from taobao_ordersync.testing._shop import (
@@ -157,6 +158,7 @@ class Emulator:
         self.calls: Counter[str] = Counter()
         self.calls_by_shop: Counter[tuple[str, str]] = Counter()
         self.bans_issued = 0
+        self.activity_paused = False
         self.faults_injected = 0
         self._rng = random.Random(f"chaos:{seed}")
         self._host = host
@@ -239,8 +241,15 @@ class Emulator:
         """One shop by id."""
         return self._shops[shop_id]
 
+    def pause_activity(self) -> None:
+        """Stop all shop activity (and mid-read moves): the state to verify a final sync against."""
+        self.activity_paused = True
+        self.chaos = evolve(self.chaos, move_while_paging=0.0)
+
     def catch_up(self, shop: ShopState | None = None) -> None:
         """Apply every change due by now (done before each request; call it after ``advance``)."""
+        if self.activity_paused:
+            return
         now = self.now()
         for state in [shop] if shop else self._shops.values():
             self._simulator.run(state, now)
@@ -318,6 +327,19 @@ class Emulator:
             missing=tuple(missing),
             stale=tuple(stale),
             duplicates=0 if deliveries is None else max(0, deliveries - len(received)),
+        )
+
+    def verify_sync(self, checkpoint: Checkpoint, received: Mapping[int, datetime], deliveries: int) -> VerifyReport:
+        """``verify`` with the scope a finished sync's checkpoint states (backfill complete)."""
+        if not checkpoint.backfill_done:
+            raise ValueError("the backfill of this checkpoint is not complete; nothing to verify yet")
+        return self.verify(
+            checkpoint.shop_id,
+            received,
+            created_from=checkpoint.backfill_from,
+            sync_started=checkpoint.origin,
+            until=checkpoint.cursor,
+            deliveries=deliveries,
         )
 
     # -- HTTP ------------------------------------------------------------------------
@@ -398,7 +420,7 @@ class Emulator:
             return {"time": format_time(now)}
         shop = self._session_shop(params)
         self.calls_by_shop[(shop.id, method)] += 1
-        self._simulator.run(shop, now)
+        self.catch_up(shop)
         if method == "taobao.trade.fullinfo.get":
             return self._fullinfo(shop, params, now)
         return self._list(shop, method, params, now)
