@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from taobao_ordersync.testing import Chaos, Emulator, ShopProfile
+from taobao_ordersync.testing import Chaos, ShopProfile
 from tests.chaos.harness import run_naive, run_syncer
 
 SEEDS = [11, 12, 13]
