@@ -1,0 +1,319 @@
+"""Syncer behaviour against the emulator: costs, the commit rule, modes and refusals."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from tests.conftest import client_for
+
+from taobao_ordersync import (
+    Checkpoint,
+    CheckpointConflictError,
+    CheckpointExpiredError,
+    ConfigurationError,
+    MemoryStore,
+    Shop,
+    Syncer,
+    WindowTooDenseError,
+)
+from taobao_ordersync.testing import Collector, Emulator, ShopProfile
+
+SHOP = Shop(id="shop-1", session="session-1")
+BUSY = ShopProfile(orders_per_day=1000, history_days=1)
+LIST_METHODS = ("taobao.trades.sold.get", "taobao.trades.sold.increment.get")
+
+
+def list_calls(counts: dict[str, int] | Any) -> int:
+    return sum(counts.get(method, 0) for method in LIST_METHODS)
+
+
+async def test_steady_state_poll_costs_one_list_call(make_emulator: Any) -> None:
+    """A poll whose window fits in one page costs exactly one list call (count and data together)."""
+    async with make_emulator(seed=2, profile=ShopProfile(orders_per_day=1000, history_days=1)) as emu:
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5)
+            async for _ in syncer.increments(SHOP):
+                pass
+            costs = []
+            for _ in range(5):
+                emu.advance(600)
+                before = list_calls(client.call_counts)
+                async for _ in syncer.increments(SHOP):
+                    pass
+                costs.append(list_calls(client.call_counts) - before)
+
+    assert [1, 1, 1, 1, 1] == costs
+
+
+async def test_backfill_costs_close_to_the_minimum(make_emulator: Any) -> None:
+    """A backfill lists every trade with at most ~1.1 x ceil(trades / page_size) calls."""
+    async with make_emulator(seed=3, profile=ShopProfile(orders_per_day=500, history_days=20)) as emu:
+        async with client_for(emu) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, page_size=50)
+            delivered = sum([1 async for _ in syncer.increments(SHOP)])
+            calls = list_calls(client.call_counts)
+
+    minimum = -(-delivered // 50)
+    assert delivered > 9000
+    assert calls <= 1.1 * minimum + 2
+
+
+async def test_break_leaves_the_window_to_be_read_again(make_emulator: Any) -> None:
+    """Breaking right after a window's last trade commits nothing: the next run delivers it all again."""
+    async with make_emulator(seed=4, profile=ShopProfile(orders_per_day=500, history_days=1)) as emu:
+        async with client_for(emu, clock_refresh=0) as client:
+            store = MemoryStore()
+            async for _ in Syncer(client, store=store, lag=5).increments(SHOP):
+                pass
+            emu.advance(600)
+            emu.pause_activity()
+            saved = await store.load(SHOP.id)
+            assert saved is not None
+            rehearsal = MemoryStore()
+            await rehearsal.save(SHOP.id, saved.data, expected_revision=None)
+            window = [trade async for trade in Syncer(client, store=rehearsal, lag=5).increments(SHOP)]
+            assert len(window) > 1
+
+            broken = []
+            async for trade in Syncer(client, store=store, lag=5).increments(SHOP):
+                broken.append(trade)
+                if len(broken) == len(window):
+                    break  # after the last trade, without asking for more
+            after_break = await store.load(SHOP.id)
+            again = [trade async for trade in Syncer(client, store=store, lag=5).increments(SHOP)]
+
+    assert saved == after_break
+    assert [t.tid for t in window] == [t.tid for t in broken]
+    assert {t.tid for t in window} == {t.tid for t in again}
+
+
+async def test_commit_happens_only_after_the_consumer_asks_for_more(make_emulator: Any) -> None:
+    """The checkpoint moves when the consumer resumes after a window's last trade, not before."""
+    async with make_emulator(seed=5, profile=BUSY) as emu, client_for(emu, clock_refresh=0) as client:
+        store = MemoryStore()
+        syncer = Syncer(client, store=store, lag=5)
+        async for _ in syncer.increments(SHOP):
+            pass
+        emu.advance(300)
+        committed = await syncer.checkpoint(SHOP.id)
+        trades = syncer.increments(SHOP)
+        seen = 0
+        checkpoints_seen = []
+        async for _ in trades:
+            seen += 1
+            checkpoints_seen.append(await syncer.checkpoint(SHOP.id))
+        final = await syncer.checkpoint(SHOP.id)
+
+    assert committed is not None
+    assert final is not None
+    assert seen > 0
+    assert all(cp == committed for cp in checkpoints_seen)  # nothing moved while trades were in hand
+    assert final.cursor > committed.cursor
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_consumer_exception_leaves_checkpoint(make_emulator: Any) -> None:
+    """An exception raised by the consumer propagates and leaves the checkpoint untouched."""
+    async with make_emulator(seed=6, profile=BUSY) as emu, client_for(emu, clock_refresh=0) as client:
+        store = MemoryStore()
+        syncer = Syncer(client, store=store, lag=5)
+        async for _ in syncer.increments(SHOP):
+            pass
+        emu.advance(600)
+        before = await store.load(SHOP.id)
+
+        async def consume_and_fail() -> None:
+            async for _ in syncer.increments(SHOP):
+                raise Boom
+
+        with pytest.raises(Boom):
+            await consume_and_fail()
+        after = await store.load(SHOP.id)
+
+    assert before == after
+
+
+async def test_duplicates_are_suppressed_within_and_across_touching_windows(make_emulator: Any) -> None:
+    """The boundary second is read by both windows but each (tid, modified) is delivered once.
+
+    (The first run's backfill and increments may overlap: a trade created before T0 and changed
+    after it is listed by both. That is allowed at-least-once; these polls come after it.)
+    """
+    async with make_emulator(seed=7, profile=ShopProfile(orders_per_day=200_000, history_days=0.01)) as emu:
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5)
+            collector = Collector()
+            keys: list[tuple[int, Any]] = []
+            async for _ in syncer.increments(SHOP):
+                pass
+            for _ in range(4):
+                emu.advance(60)
+                async for trade in syncer.increments(SHOP):
+                    collector.add(trade)
+                    keys.append((trade.tid, trade.modified))
+
+    assert len(keys) == len(set(keys))
+    assert syncer.progress(SHOP.id).duplicates > 0
+
+
+async def test_fullinfo_mode_fetches_details(make_emulator: Any) -> None:
+    """With fullinfo=True the list asks for tid/modified only and each trade is fetched in full."""
+    async with make_emulator(seed=8, profile=ShopProfile(orders_per_day=200, history_days=2)) as emu:
+        async with client_for(emu) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, fullinfo=True, fields=("tid", "modified", "orders"))
+            trades = [trade async for trade in syncer.increments(SHOP)]
+            counts = dict(client.call_counts)
+
+    assert trades
+    assert all(trade.orders for trade in trades)
+    assert len(trades) == counts["taobao.trade.fullinfo.get"]
+
+
+async def test_fullinfo_reports_trades_that_do_not_exist(make_emulator: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A listed trade that fullinfo says does not exist is reported, and does not block the shop."""
+    async with make_emulator(seed=9, profile=ShopProfile(orders_per_day=200, history_days=2)) as emu:
+        shop = emu.shop("shop-1")
+        victim = next(iter(shop.trades.values()))
+        original_get = shop.trades.get
+
+        class Vanishing(dict[int, Any]):
+            def get(self, key: int, default: Any = None) -> Any:
+                return None if key == victim.tid else original_get(key, default)
+
+        async with client_for(emu) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, fullinfo=True)
+            shop.trades = Vanishing(shop.trades)
+            trades = [trade async for trade in syncer.increments(SHOP)]
+            checkpoint = await syncer.checkpoint(SHOP.id)
+
+    assert victim.tid not in {t.tid for t in trades}
+    assert [victim.tid] == syncer.progress(SHOP.id).missing
+    assert checkpoint is not None and checkpoint.backfill_done
+    assert str(victim.tid) in caplog.text
+
+
+async def test_expired_checkpoint_is_refused_or_rebackfilled(make_emulator: Any) -> None:
+    """A checkpoint older than the 3-month horizon raises; on_expired='rebackfill' starts over."""
+    async with make_emulator(seed=10) as emu, client_for(emu, clock_refresh=0) as client:
+        store = MemoryStore()
+        syncer = Syncer(client, store=store, lag=5)
+        async for _ in syncer.increments(SHOP):
+            pass
+        emu.advance(91 * 86400)
+        with pytest.raises(CheckpointExpiredError, match="rebackfill"):
+            async for _ in syncer.increments(SHOP):
+                pass
+        fresh = Syncer(client, store=store, lag=5, on_expired="rebackfill")
+        delivered = [trade async for trade in fresh.increments(SHOP)]
+        checkpoint = await fresh.checkpoint(SHOP.id)
+
+    assert delivered
+    assert checkpoint is not None
+    assert checkpoint.origin > emu.now() - timedelta(minutes=5)
+
+
+async def test_two_syncers_on_one_shop_conflict(make_emulator: Any) -> None:
+    """A second writer cannot move a shop's checkpoint over the first (compare-and-set)."""
+    async with make_emulator(seed=11) as emu, client_for(emu, clock_refresh=0) as client:
+        store = MemoryStore()
+        one, two = Syncer(client, store=store, lag=5), Syncer(client, store=store, lag=5)
+        async for _ in one.increments(SHOP):
+            pass
+        emu.advance(600)
+        first = one.increments(SHOP)
+        await anext(first)  # `one` has loaded revision N and holds the window
+        async for _ in two.increments(SHOP):
+            pass  # `two` commits revision N+1
+        with pytest.raises(CheckpointConflictError):
+            async for _ in first:
+                pass
+
+
+async def test_dense_second_is_split_by_type_then_read_whole(
+    make_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """More than max_window_orders in one second: split by type, then read in full with a warning."""
+    caplog.set_level(logging.WARNING)
+    async with make_emulator(seed=12, profile=ShopProfile(orders_per_day=0, history_days=0)) as emu:
+        emu.flash_sale("shop-1", 300, seconds=1, start=emu.now() - timedelta(seconds=30))
+        async with client_for(emu) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, page_size=20, max_window_orders=40, backfill=600)
+            collector = Collector()
+            async for trade in syncer.increments(SHOP):
+                collector.add(trade)
+            checkpoint = await syncer.checkpoint(SHOP.id)
+    assert checkpoint is not None
+    report = emu.verify_sync(checkpoint, collector.newest, collector.deliveries)
+
+    assert 0 == report.lost, report
+    assert report.in_scope >= 300
+    assert syncer.progress(SHOP.id).splits > 5
+    assert "single second" in caplog.text
+
+
+async def test_second_that_taobao_cannot_list_is_a_clear_error(make_emulator: Any) -> None:
+    """Over 20,000 trades of one type in one second: WindowTooDenseError, never a silent truncation."""
+    async with make_emulator(seed=13, profile=ShopProfile(orders_per_day=0, history_days=0)) as emu:
+        moment = emu.now().replace(microsecond=0) - timedelta(seconds=30)
+        shop = emu.shop("shop-1")
+        for _ in range(20_001):
+            emu._simulator.create(shop, moment, trade_type="fixed")
+        async with client_for(emu) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, backfill=600)
+            with pytest.raises(WindowTooDenseError, match="single second"):
+                async for _ in syncer.increments(SHOP):
+                    pass
+
+
+async def test_batches_deliver_pages_of_new_trades(make_emulator: Any) -> None:
+    """batches() yields de-duplicated pages; together they are exactly what increments() yields."""
+    profile = ShopProfile(orders_per_day=500, history_days=3)
+    async with make_emulator(seed=14, profile=profile) as emu, client_for(emu) as client:
+        batches = [batch async for batch in Syncer(client, store=MemoryStore(), lag=5, page_size=30).batches(SHOP)]
+    async with make_emulator(seed=14, profile=profile) as emu, client_for(emu) as client:
+        trades = [trade async for trade in Syncer(client, store=MemoryStore(), lag=5, page_size=30).increments(SHOP)]
+
+    assert all(0 < len(batch.trades) <= 30 for batch in batches)
+    assert {t.tid for b in batches for t in b.trades} == {t.tid for t in trades}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"lag": -1},
+        {"page_size": 0},
+        {"page_size": 101},
+        {"max_window_orders": 10},
+        {"types": ()},
+        {"fields": ()},
+        {"fullinfo_concurrency": 0},
+        {"on_expired": "ignore"},
+        {"max_window": 0.5},
+    ],
+)
+def test_bad_syncer_options_are_clear_errors(emulator: Emulator, options: dict[str, Any]) -> None:
+    """Invalid options raise ConfigurationError at construction."""
+    client = client_for(emulator)
+
+    with pytest.raises(ConfigurationError):
+        Syncer(client, store=MemoryStore(), **options)
+
+
+async def test_shop_argument_is_checked(emulator: Emulator) -> None:
+    """Passing something other than a Shop is a ConfigurationError, not an AttributeError deep inside."""
+    async with client_for(emulator) as client:
+        syncer = Syncer(client, store=MemoryStore())
+        with pytest.raises(ConfigurationError, match="Shop"):
+            async for _ in syncer.increments("shop-1"):  # type: ignore[arg-type]
+                pass
+
+
+def test_checkpoint_is_public_and_readable() -> None:
+    """Checkpoint is exported for status tools."""
+    assert Checkpoint.__module__.startswith("taobao_ordersync")
