@@ -1,23 +1,298 @@
-"""The ``taobao-ordersync`` command line (placeholder until the sync engine lands)."""
+"""The ``taobao-ordersync`` command line (also ``python -m taobao_ordersync``).
+
+Commands: ``demo`` (a verified sync of a realistic shop on the emulator),
+``emulator`` (serve the TOP emulator), ``sync`` (sync one real shop to NDJSON or
+a SQLite table), ``status`` (each shop's checkpoint). User errors end with one
+line on stderr and a distinct exit code, never a traceback.
+
+The CLI is the outermost edge: it alone imports ``taobao_ordersync.testing``, and
+only inside the ``demo`` and ``emulator`` commands.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import sys
 from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, TextIO
 
 from taobao_ordersync import __version__
+from taobao_ordersync.client import DEFAULT_URL, TopClient
+from taobao_ordersync.errors import (
+    ApiError,
+    AuthenticationError,
+    CheckpointError,
+    ConfigurationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ResponseFormatError,
+    SyncError,
+    TaobaoOrderSyncError,
+    TransportError,
+)
+from taobao_ordersync.models import Shop, Trade
+from taobao_ordersync.stores import SqliteStore
+from taobao_ordersync.syncer import Syncer
+
+# Exit codes: one per thing the user must do differently.
+OK: Final = 0
+LOST: Final = 1  # demo: verification found a lost trade
+USAGE: Final = 2  # argparse's own
+CONFIG: Final = 3  # missing or invalid settings (e.g. no credentials)
+AUTH: Final = 4  # the seller's session is invalid or expired
+REQUEST: Final = 5  # TOP refused the request: wrong secret/signature, bad parameter, no permission
+NETWORK: Final = 6  # the gateway is unreachable or answers garbage
+STORE: Final = 7  # the checkpoint store is unreadable or owned by another worker
+LIMITED: Final = 8  # Taobao throttled the app for longer than we wait
+SYNC: Final = 9  # the sync refused to risk a loss (expired checkpoint, dense second)
+API: Final = 10  # any other TOP error
+INTERRUPTED: Final = 130
+
+ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taobao-ordersync",
-        description="Keep a complete copy of Taobao sellers' orders.",
+        description="Keep a complete copy of Taobao sellers' orders, losing none.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log retries, bans and windows to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="sync a realistic shop on the built-in emulator and verify it")
+    demo.add_argument("--shops", type=_positive_int, default=1, help="number of shops (default 1)")
+    demo.add_argument("--seed", type=int, default=2026, help="seed for data and chaos (default 2026)")
+    demo.add_argument("--orders-per-day", type=float, default=350.0, help="shop volume (default 350)")
+    demo.add_argument("--sale", type=int, default=25_000, help="orders in the 11.11 burst (default 25000)")
+
+    emulator = commands.add_parser("emulator", help="serve the TOP emulator until interrupted")
+    emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    emulator.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    emulator.add_argument("--seed", type=int, default=0, help="seed for the generated shops (default 0)")
+    emulator.add_argument("--shops", type=_positive_int, default=1, help="number of shops (default 1)")
+    emulator.add_argument("--orders-per-day", type=float, default=1000.0, help="volume per shop (default 1000)")
+    emulator.add_argument("--clock-offset", type=float, default=0.0, help="seconds its clock runs ahead of ours")
+
+    sync = commands.add_parser("sync", help="sync one shop: trades as NDJSON on stdout or into SQLite")
+    _credentials(sync)
+    sync.add_argument("--session", help=f"the seller's session key (or ${ENV_SESSION})")
+    sync.add_argument("--shop-id", required=True, help="a stable id for the shop, used as the checkpoint key")
+    sync.add_argument("--store", required=True, type=Path, help="SQLite checkpoint file (created if missing)")
+    sync.add_argument("--out", type=Path, help="upsert trades into this SQLite file (table `trades`) instead")
+    sync.add_argument("--follow", action="store_true", help="keep polling")
+    sync.add_argument("--interval", type=float, default=300.0, help="seconds between polls with --follow")
+    sync.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
+    sync.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+
+    status = commands.add_parser("status", help="show each shop's checkpoint")
+    status.add_argument("--store", required=True, type=Path, help="SQLite checkpoint file")
     return parser
+
+
+def _credentials(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app-key", help=f"application key (or ${ENV_KEY})")
+    parser.add_argument("--app-secret", help=f"application secret (or ${ENV_SECRET}); prefer the variable")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"gateway (default {DEFAULT_URL})")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    build_parser().parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.ERROR,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler = {"demo": _demo, "emulator": _emulator, "sync": _sync, "status": _status}[args.command]
+    try:
+        return asyncio.run(handler(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except TaobaoOrderSyncError as exc:
+        code, advice = _classify(exc)
+        print(f"taobao-ordersync: error: {exc}{advice}", file=sys.stderr)
+        return code
+
+
+def _classify(exc: TaobaoOrderSyncError) -> tuple[int, str]:
+    """Exit code and a hint for each error family."""
+    if isinstance(exc, ConfigurationError):
+        return CONFIG, ""
+    if isinstance(exc, AuthenticationError):
+        return AUTH, " (the seller must authorise the app again: get a new session key)"
+    if isinstance(exc, InvalidRequestError) and exc.code == 25:
+        return REQUEST, " (check the app secret and --app-key)"
+    if isinstance(exc, InvalidRequestError | PermissionDeniedError):
+        return REQUEST, ""
+    if isinstance(exc, RateLimitedError):
+        wait = f"; retry after {exc.retry_after:.0f} s" if exc.retry_after else ""
+        return LIMITED, f" (Taobao throttled this app{wait})"
+    if isinstance(exc, TransportError | ResponseFormatError):
+        return NETWORK, " (is the gateway URL right and reachable?)"
+    if isinstance(exc, CheckpointError):
+        return STORE, ""
+    if isinstance(exc, SyncError):
+        return SYNC, ""
+    if isinstance(exc, ApiError):
+        return API, ""
+    return API, ""
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from taobao_ordersync.testing.demo import run_demo
+
+    result = await run_demo(shops=args.shops, seed=args.seed, orders_per_day=args.orders_per_day, sale_size=args.sale)
+    return LOST if result.lost else OK
+
+
+async def _emulator(args: argparse.Namespace) -> int:
+    from taobao_ordersync.testing import Emulator, ShopProfile
+
+    profile = ShopProfile(orders_per_day=args.orders_per_day)
+    emulator = Emulator(
+        shops=args.shops,
+        seed=args.seed,
+        profile=profile,
+        host=args.host,
+        port=args.port,
+        clock_offset=args.clock_offset,
+    )
+    try:
+        await emulator.start()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from exc
+    try:
+        print(f"TOP emulator serving at {emulator.url}")
+        print(f"app_key={emulator.app_key} app_secret={emulator.app_secret}")
+        for shop in emulator.shops:
+            print(f"  shop {shop.id}: session={shop.session}, {len(shop.trades)} trades")
+        print("Press Ctrl+C to stop.", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()
+    return OK
+
+
+def _require(value: str | None, env: str, what: str) -> str:
+    value = value or os.environ.get(env)
+    if not value:
+        raise ConfigurationError(f"missing {what}: pass --{what.replace(' ', '-')} or set ${env}")
+    return value
+
+
+async def _sync(args: argparse.Namespace) -> int:
+    app_key = _require(args.app_key, ENV_KEY, "app key")
+    secret = _require(args.app_secret, ENV_SECRET, "app secret")
+    session = _require(args.session, ENV_SESSION, "session")
+    store = SqliteStore(args.store)
+    sink = _SqliteSink(args.out) if args.out else _NdjsonSink(sys.stdout)
+    async with TopClient(app_key, secret, url=args.url) as client:
+        syncer = Syncer(client, store=store, lag=args.lag, fullinfo=args.fullinfo)
+        shop = Shop(id=args.shop_id, session=session)
+        while True:
+            count = 0
+            async for batch in syncer.batches(shop):
+                await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
+                count += len(batch.trades)
+            progress = syncer.progress(shop.id)
+            print(
+                f"{shop.id}: {count} trades, checkpoint {progress.cursor}, "
+                f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
+                file=sys.stderr,
+            )
+            if not args.follow:
+                return OK
+            await asyncio.sleep(args.interval)
+
+
+async def _status(args: argparse.Namespace) -> int:
+    if not args.store.exists():
+        raise ConfigurationError(f"no checkpoint file at {args.store}")
+    store = SqliteStore(args.store)
+    shop_ids = await store.shop_ids()
+    if not shop_ids:
+        print("no shops have a checkpoint yet")
+        return OK
+    from taobao_ordersync._checkpoint import Checkpoint
+
+    now = datetime.now().astimezone()
+    print(f"{'shop':<20} {'phase':<10} {'checkpoint (CST)':<20} {'behind (local clock)':<20}")
+    for shop_id in shop_ids:
+        stored = await store.load(shop_id)
+        if stored is None:
+            continue
+        checkpoint = Checkpoint.from_json(stored.data, shop_id=shop_id)
+        position = checkpoint.backfilled_to or checkpoint.cursor
+        phase = "increments" if checkpoint.backfill_done else "backfill"
+        behind = now - position
+        print(f"{shop_id:<20} {phase:<10} {position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
+    return OK
+
+
+# -- sinks ----------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+class _NdjsonSink:
+    """One trade per line: the trade's JSON as Taobao sent it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, trades: Sequence[Trade]) -> None:
+        for trade in trades:
+            self._stream.write(json.dumps(trade.raw, ensure_ascii=False, default=_jsonable) + "\n")
+        self._stream.flush()
+
+
+class _SqliteSink:
+    """Upserts into ``trades(tid, modified, status, raw)``, keeping the newest ``modified`` per tid."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS trades ("
+                "tid TEXT PRIMARY KEY, modified TEXT NOT NULL, status TEXT NOT NULL, raw TEXT NOT NULL)"
+            )
+        except sqlite3.Error as exc:
+            raise ConfigurationError(f"--out {path}: not a usable SQLite file: {exc}") from exc
+
+    def write(self, trades: Sequence[Trade]) -> None:
+        rows = [
+            (str(t.tid), t.modified.isoformat(), t.status, json.dumps(t.raw, ensure_ascii=False, default=_jsonable))
+            for t in trades
+        ]
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO trades (tid, modified, status, raw) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(tid) DO UPDATE SET modified = excluded.modified, status = excluded.status, "
+                "raw = excluded.raw WHERE excluded.modified > trades.modified",
+                rows,
+            )

@@ -45,7 +45,7 @@ async def run_syncer(
                 collector.add(trade)
         checkpoint = await syncer.checkpoint(SHOP.id)
     assert checkpoint is not None
-    return emu.verify_sync(checkpoint, collector.newest, collector.deliveries), syncer, client
+    return emu.verify_sync(checkpoint, collector), syncer, client
 
 
 async def run_naive(
@@ -77,7 +77,7 @@ async def run_naive(
         created_from=backfill_from,
         sync_started=naive.origin,
         until=naive.cursor,
-        deliveries=collector.deliveries,
+        duplicates=collector.duplicates,
     )
 
 

@@ -119,7 +119,7 @@ async def test_flash_sale_over_twenty_thousand(make_emulator: Any) -> None:
                 emu.pause_activity()
         checkpoint = await syncer.checkpoint(SHOP.id)
     assert checkpoint is not None
-    report = emu.verify_sync(checkpoint, collector.newest, collector.deliveries)
+    report = emu.verify_sync(checkpoint, collector)
 
     assert 0 == report.lost, report
     assert sale_deliveries > 24_000  # a few sold trades changed again after the window closed
@@ -205,7 +205,7 @@ async def test_consumer_crashes_and_breaks_then_resumes(make_emulator: Any, seed
             async with client_for(emu) as client:
                 checkpoint = await Syncer(client, store=store).checkpoint(SHOP.id)
     assert checkpoint is not None
-    report = emu.verify_sync(checkpoint, collector.newest, collector.deliveries)
+    report = emu.verify_sync(checkpoint, collector)
 
     assert 0 == report.lost, report
     assert interruptions >= 3

@@ -249,7 +249,7 @@ async def test_dense_second_is_split_by_type_then_read_whole(
                 collector.add(trade)
             checkpoint = await syncer.checkpoint(SHOP.id)
     assert checkpoint is not None
-    report = emu.verify_sync(checkpoint, collector.newest, collector.deliveries)
+    report = emu.verify_sync(checkpoint, collector)
 
     assert 0 == report.lost, report
     assert report.in_scope >= 300

@@ -38,6 +38,7 @@ from taobao_ordersync.testing._shop import (
     Version,
     make_shop,
 )
+from taobao_ordersync.testing.naive import Collector
 
 __all__ = ["Chaos", "Emulator", "ShopProfile", "VerifyReport"]
 
@@ -74,7 +75,10 @@ class Chaos:
 
 @frozen(kw_only=True)
 class VerifyReport:
-    """What a consumer received, compared with the emulator's ground truth."""
+    """What a consumer received, compared with the emulator's ground truth.
+
+    ``duplicates`` counts exact re-deliveries (same tid and modified) the consumer saw.
+    """
 
     in_scope: int
     delivered: int
@@ -295,7 +299,7 @@ class Emulator:
         created_from: datetime,
         sync_started: datetime,
         until: datetime,
-        deliveries: int | None = None,
+        duplicates: int = 0,
     ) -> VerifyReport:
         """Compare what a consumer kept (tid -> newest ``modified``) with the truth.
 
@@ -326,20 +330,20 @@ class Emulator:
             delivered=delivered,
             missing=tuple(missing),
             stale=tuple(stale),
-            duplicates=0 if deliveries is None else max(0, deliveries - len(received)),
+            duplicates=duplicates,
         )
 
-    def verify_sync(self, checkpoint: Checkpoint, received: Mapping[int, datetime], deliveries: int) -> VerifyReport:
-        """``verify`` with the scope a finished sync's checkpoint states (backfill complete)."""
+    def verify_sync(self, checkpoint: Checkpoint, collector: Collector) -> VerifyReport:
+        """``verify`` what ``collector`` kept, in the scope a finished sync's checkpoint states."""
         if not checkpoint.backfill_done:
             raise ValueError("the backfill of this checkpoint is not complete; nothing to verify yet")
         return self.verify(
             checkpoint.shop_id,
-            received,
+            collector.newest,
             created_from=checkpoint.backfill_from,
             sync_started=checkpoint.origin,
             until=checkpoint.cursor,
-            deliveries=deliveries,
+            duplicates=collector.duplicates,
         )
 
     # -- HTTP ------------------------------------------------------------------------

@@ -24,19 +24,30 @@ __all__ = ["Collector", "NaiveSyncer"]
 SECOND = timedelta(seconds=1)
 
 
-@define
 class Collector:
-    """A consumer that upserts by ``tid`` keeping the newest ``modified``, and counts deliveries."""
+    """A consumer that upserts by ``tid`` keeping the newest ``modified``.
 
-    newest: dict[int, datetime]
-    deliveries: int = 0
+    It also counts deliveries and exact duplicates (the same ``tid`` and ``modified``
+    delivered again), which at-least-once delivery allows.
+    """
 
     def __init__(self) -> None:
-        self.newest = {}
+        self.newest: dict[int, datetime] = {}
         self.deliveries = 0
+        self.duplicates = 0
+        self._keys: set[tuple[int, datetime]] = set()
+
+    def __repr__(self) -> str:
+        return f"Collector({len(self.newest)} trades, {self.deliveries} deliveries, {self.duplicates} duplicates)"
 
     def add(self, trade: Trade) -> None:
+        """Upsert one delivered trade."""
         self.deliveries += 1
+        key = (trade.tid, trade.modified)
+        if key in self._keys:
+            self.duplicates += 1
+        else:
+            self._keys.add(key)
         known = self.newest.get(trade.tid)
         if known is None or trade.modified > known:
             self.newest[trade.tid] = trade.modified

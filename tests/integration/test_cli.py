@@ -1,0 +1,170 @@
+"""The CLI end to end: a real emulator process, real commands, messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taobao_ordersync import cli
+
+
+@pytest.fixture(scope="module")
+def emulator_url() -> Iterator[str]:
+    """`taobao-ordersync emulator` in its own process, on a free loopback port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taobao_ordersync", "emulator", "--port", "0", "--orders-per-day", "30", "--shops", "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("TOP emulator serving at http://127.0.0.1:"), first
+        credentials = process.stdout.readline()
+        assert "app_key=test app_secret=test" in credentials
+        yield first.split()[-1]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def sync_args(url: str, tmp_path: Path, *extra: str, secret: str = "test", session: str = "session-1") -> list[str]:  # noqa: S107
+    return [
+        "sync", "--url", url, "--app-key", "test", "--app-secret", secret, "--session", session,
+        "--shop-id", "shop-1", "--store", str(tmp_path / "checkpoints.sqlite3"), *extra,
+    ]  # fmt: skip
+
+
+def test_sync_writes_ndjson_and_a_checkpoint(
+    emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """sync prints one JSON trade per line, reports on stderr, and status shows the checkpoint."""
+    code, out, err = run(sync_args(emulator_url, tmp_path), capsys)
+    status_code, status, _ = run(["status", "--store", str(tmp_path / "checkpoints.sqlite3")], capsys)
+
+    trades = [json.loads(line) for line in out.splitlines()]
+    assert 0 == code
+    assert len(trades) > 1000
+    assert all(isinstance(trade["tid"], int) for trade in trades)
+    assert "shop-1:" in err
+    assert 0 == status_code
+    assert "shop-1" in status
+    assert "increments" in status
+
+
+def test_sync_upserts_into_sqlite(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out upserts trades into a SQLite table, one row per tid."""
+    out_file = tmp_path / "trades.sqlite3"
+    code, out, _ = run(sync_args(emulator_url, tmp_path, "--out", str(out_file)), capsys)
+    rows = sqlite3.connect(out_file).execute("SELECT count(*), count(DISTINCT tid) FROM trades").fetchone()
+
+    assert 0 == code
+    assert "" == out
+    assert rows[0] == rows[1]
+    assert rows[0] > 1000
+
+
+def test_missing_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No app key anywhere: exit 3 and a one-line hint naming the flag and the variable."""
+    monkeypatch.delenv("TAOBAO_APP_KEY", raising=False)
+    code, _, err = run(["sync", "--shop-id", "s", "--store", str(tmp_path / "c.db")], capsys)
+
+    assert cli.CONFIG == code
+    assert "missing app key: pass --app-key or set $TAOBAO_APP_KEY" in err
+    assert "Traceback" not in err
+    assert 1 == len(err.strip().splitlines())
+
+
+def test_invalid_session(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown session key: exit 4, re-authorise hint, and the key itself is not printed."""
+    code, _, err = run(sync_args(emulator_url, tmp_path, session="expired-key-123"), capsys)
+
+    assert cli.AUTH == code
+    assert "Invalid session" in err
+    assert "authorise" in err
+    assert "expired-key-123" not in err
+
+
+def test_wrong_secret(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A wrong secret: the gateway answers 25 Invalid Signature; exit 5 with a hint; no secret shown."""
+    code, _, err = run(sync_args(emulator_url, tmp_path, secret="not-the-secret"), capsys)
+
+    assert cli.REQUEST == code
+    assert "Invalid Signature" in err
+    assert "app secret" in err
+    assert "not-the-secret" not in err
+
+
+def test_malformed_store(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A checkpoint file that is not SQLite: exit 7 naming the file."""
+    (tmp_path / "checkpoints.sqlite3").write_bytes(b"this is not a database" * 100)
+    code, _, err = run(sync_args(emulator_url, tmp_path), capsys)
+
+    assert cli.STORE == code
+    assert "checkpoints.sqlite3" in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listening at the URL: exit 6 with a hint about the URL (after bounded retries)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code, _, err = run(sync_args(f"http://127.0.0.1:{port}/router/rest", tmp_path), capsys)
+
+    assert cli.NETWORK == code
+    assert "cannot reach" in err
+    assert "gateway URL" in err
+
+
+def test_status_without_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """status on a missing file: exit 3 naming it."""
+    code, _, err = run(["status", "--store", str(tmp_path / "none.db")], capsys)
+
+    assert cli.CONFIG == code
+    assert "none.db" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse usage errors keep their conventional exit code 2."""
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["demo", "--shops", "0"])
+
+    assert 2 == caught.value.code
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_small_demo_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    """A small demo run ends with a `verified: ... 0 lost ...` line and exit 0."""
+    code, out, _ = run(["demo", "--orders-per-day", "20", "--sale", "1500", "--seed", "5"], capsys)
+
+    last = out.strip().splitlines()[-1]
+    assert 0 == code
+    assert last.startswith("verified: ")
+    assert " 0 lost, " in last
+    assert "x minimum)" in last
+
+
+def test_module_entry_point() -> None:
+    """`python -m taobao_ordersync --version` works."""
+    result = subprocess.run([sys.executable, "-m", "taobao_ordersync", "--version"], capture_output=True, text=True)
+
+    assert 0 == result.returncode
+    assert result.stdout.startswith("taobao-ordersync ")
