@@ -11,6 +11,8 @@ import pytest
 from taobao_ordersync import RetryPolicy, TopClient
 from taobao_ordersync.testing import Emulator, ShopProfile
 
+pytest_plugins = ["taobao_ordersync.testing.pytest_plugin"]
+
 QUIET = ShopProfile(orders_per_day=40, history_days=10)
 
 
