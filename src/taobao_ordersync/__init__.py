@@ -29,6 +29,7 @@ from taobao_ordersync.errors import (
     WindowTooDenseError,
     WindowTooLargeError,
 )
+from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, ShopStatus
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
@@ -55,10 +56,13 @@ __all__ = [
     "ClockEstimate",
     "ConfigurationError",
     "ConnectError",
+    "Fleet",
+    "FleetEvent",
     "InvalidRequestError",
     "MemoryStore",
     "Order",
     "PermissionDeniedError",
+    "PollPolicy",
     "RateLimitedError",
     "RawResponse",
     "ResponseFormatError",
@@ -66,6 +70,7 @@ __all__ = [
     "ServerError",
     "Shop",
     "ShopProgress",
+    "ShopStatus",
     "SqliteStore",
     "StoredCheckpoint",
     "SyncError",

@@ -1,0 +1,383 @@
+"""``Fleet``: many shops synced continuously by one process, fairly and in isolation.
+
+A fixed pool of workers takes turns on shops that are due. A turn reads at most
+``turn_batches`` batches of one shop, hands each to ``handler(shop, batch)``, and
+puts the shop back in line: a three-month backfill or an 11.11 burst advances a
+few pages per turn while every other due shop gets its turn in between
+(round-robin by turn; the shop's read position survives between turns, so no
+call is repeated). A shop that has caught up is polled again after an interval
+that adapts to its volume. A failure stays with its shop: an invalid session
+pauses the shop until its session is updated, transient trouble and handler
+errors back it off, and everyone else keeps syncing.
+
+Commit rule: a window is committed only after the handler returned for its last
+batch and the shop's next batch was asked for; stopping or cancelling the fleet
+commits no partial window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from attrs import define, field, frozen
+
+from taobao_ordersync.client import TopClient
+from taobao_ordersync.errors import (
+    AuthenticationError,
+    CheckpointConflictError,
+    CheckpointError,
+    ConfigurationError,
+    PermissionDeniedError,
+    SyncError,
+)
+from taobao_ordersync.models import Shop
+from taobao_ordersync.stores import CheckpointStore
+from taobao_ordersync.syncer import Batch, Syncer
+
+__all__ = ["Fleet", "FleetEvent", "PollPolicy", "ShopStatus"]
+
+logger = logging.getLogger("taobao_ordersync.fleet")
+
+Handler = Callable[[Shop, Batch], Awaitable[None]]
+State = Literal["due", "syncing", "waiting", "backing_off", "paused"]
+EventKind = Literal["synced", "paused", "backing_off", "handler_failed", "removed"]
+_PAUSING: Final = (AuthenticationError, PermissionDeniedError, CheckpointConflictError, SyncError)
+
+
+@frozen(kw_only=True)
+class PollPolicy:
+    """How often a caught-up shop is polled again.
+
+    The interval shrinks while polls are heavy (more than ``target_pages`` pages per
+    poll, i.e. windows that no longer fit one call) and grows while polls are
+    light, between ``min_interval`` and ``max_interval`` seconds; ``jitter`` spreads
+    thousands of shops so they do not poll in lockstep. Failures back off from
+    ``min_backoff`` doubling to ``max_backoff``.
+    """
+
+    min_interval: float = 60.0
+    max_interval: float = 600.0
+    target_pages: int = 1
+    jitter: float = 0.1
+    min_backoff: float = 30.0
+    max_backoff: float = 1800.0
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.min_interval <= self.max_interval:
+            raise ConfigurationError("PollPolicy needs 0 < min_interval <= max_interval")
+        if not 0 <= self.jitter < 1 or self.target_pages < 1:
+            raise ConfigurationError("PollPolicy needs 0 <= jitter < 1 and target_pages >= 1")
+        if not 0 < self.min_backoff <= self.max_backoff:
+            raise ConfigurationError("PollPolicy needs 0 < min_backoff <= max_backoff")
+
+    def next_interval(self, current: float, pages: int) -> float:
+        """The interval after a poll that read ``pages`` pages."""
+        grown = current * self.target_pages / pages if pages > self.target_pages else current * 1.5
+        return float(min(self.max_interval, max(self.min_interval, grown)))
+
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row."""
+        return min(self.max_backoff, self.min_backoff * 2.0 ** max(0, failures - 1))
+
+
+@frozen
+class FleetEvent:
+    """Something the operator may want to know about one shop."""
+
+    shop_id: str
+    kind: EventKind
+    error: BaseException | None = None
+
+
+@define
+class ShopStatus:
+    """One shop's state in the fleet (a live view; read it, do not change it)."""
+
+    shop_id: str
+    state: State = "due"
+    interval: float = 0.0
+    polls: int = 0
+    delivered: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    next_poll_in: float | None = None
+    behind: timedelta | None = None
+
+
+@define
+class _Entry:
+    shop: Shop
+    status: ShopStatus
+    policy: PollPolicy
+    due: float = 0.0
+    generation: int = 0
+    batches: AsyncGenerator[Batch, None] | None = None
+    poll_pages: int = 0
+    queued: bool = False
+    removed: bool = False
+    waiters: list[asyncio.Future[None]] = field(factory=list)
+
+
+class _Stop(Exception):
+    pass
+
+
+class Fleet:
+    """Sync many shops concurrently with one client (one rate limit, one ban gate).
+
+    Args:
+        client: the app's ``TopClient``.
+        store: the checkpoint store shared by all shops.
+        handler: ``async handler(shop, batch)``; a batch counts as done when it returns.
+        concurrency: workers, i.e. shops being read at once.
+        policy: default ``PollPolicy``; ``add(..., policy=...)`` overrides per shop.
+        turn_batches: batches one shop may take per turn before the next shop's turn.
+        on_event: called with a ``FleetEvent`` for pauses, back-offs, handler failures, polls.
+        **syncer_options: passed to ``Syncer`` (``lag``, ``page_size``, ``fullinfo``, ...).
+    """
+
+    def __init__(
+        self,
+        client: TopClient,
+        *,
+        store: CheckpointStore,
+        handler: Handler,
+        concurrency: int = 16,
+        policy: PollPolicy | None = None,
+        turn_batches: int = 5,
+        on_event: Callable[[FleetEvent], None] | None = None,
+        seed: int | None = None,
+        **syncer_options: Any,
+    ) -> None:
+        if concurrency < 1 or turn_batches < 1:
+            raise ConfigurationError("concurrency and turn_batches must be at least 1")
+        self.client = client
+        self.handler = handler
+        self.concurrency = concurrency
+        self.policy = policy or PollPolicy()
+        self.turn_batches = turn_batches
+        self.on_event = on_event
+        self.syncer = Syncer(client, store=store, **syncer_options)
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._rng = random.Random(seed)
+        self._tick = 0
+        self._retired: list[_Entry] = []
+
+    def __repr__(self) -> str:
+        return f"Fleet({len(self._entries)} shops, concurrency={self.concurrency})"
+
+    # -- shops -----------------------------------------------------------------------
+
+    def add(self, shop: Shop, *, policy: PollPolicy | None = None) -> None:
+        """Add a shop, or update it (e.g. a new session key, which also un-pauses it)."""
+        if not isinstance(shop, Shop):
+            raise ConfigurationError("add() takes a Shop(id=..., session=...)")
+        entry = self._entries.get(shop.id)
+        if entry is None:
+            chosen = policy or self.policy
+            entry = _Entry(shop=shop, status=ShopStatus(shop_id=shop.id, interval=chosen.min_interval), policy=chosen)
+            self._entries[shop.id] = entry
+        else:
+            entry.shop = shop
+            entry.policy = policy or entry.policy
+            entry.generation += 1  # a read in progress uses the old session: drop it
+            entry.status.failures = 0
+            entry.status.last_error = None
+        self._schedule(entry, 0.0, "due")
+
+    def remove(self, shop_id: str) -> None:
+        """Stop syncing a shop (its checkpoint stays in the store)."""
+        entry = self._entries.pop(shop_id, None)
+        if entry is not None:
+            entry.removed = True
+            entry.generation += 1
+            self._retired.append(entry)  # its open read is closed by the scheduler, not left to GC
+            self._wake.set()
+            self._emit(FleetEvent(shop_id, "removed"))
+
+    @property
+    def shop_ids(self) -> list[str]:
+        return sorted(self._entries)
+
+    def status(self, shop_id: str) -> ShopStatus:
+        """The live status of one shop."""
+        entry = self._entries[shop_id]
+        status = entry.status
+        status.behind = self.syncer.progress(shop_id).behind
+        status.next_poll_in = (
+            max(0.0, entry.due - time.monotonic()) if status.state in ("waiting", "backing_off") else None
+        )
+        return status
+
+    def statuses(self) -> list[ShopStatus]:
+        """Every shop's status, by id."""
+        return [self.status(shop_id) for shop_id in self.shop_ids]
+
+    async def polled(self, shop_id: str) -> None:
+        """Wait until the shop's next poll completes (it has caught up to Taobao's now - lag)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._entries[shop_id].waiters.append(future)
+        await future
+
+    # -- running ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return; no partial window is committed."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Sync every shop until ``stop()`` is called or the task is cancelled."""
+        if self._running:
+            raise ConfigurationError("this Fleet is already running")
+        self._running = True
+        self._stopping = False
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._schedule_loop())
+                for _ in range(self.concurrency):
+                    group.create_task(self._worker())
+        except* _Stop:
+            pass
+        finally:
+            self._running = False
+            for entry in list(self._entries.values()):
+                await self._drop_read(entry)
+
+    async def _schedule_loop(self) -> None:
+        while True:
+            if self._stopping:
+                raise _Stop
+            while self._retired:
+                retired = self._retired.pop()
+                if retired.status.state != "syncing":
+                    await self._drop_read(retired)
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                due, _, shop_id = heapq.heappop(self._heap)
+                entry = self._entries.get(shop_id)
+                if entry is None or entry.queued or due != entry.due:
+                    continue  # removed, already in line, or rescheduled since
+                entry.queued = True
+                self._ready.put_nowait(shop_id)
+            timeout = self._heap[0][0] - now if self._heap else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _schedule(self, entry: _Entry, delay: float, state: State) -> None:
+        entry.status.state = state
+        entry.due = time.monotonic() + delay
+        self._tick += 1
+        heapq.heappush(self._heap, (entry.due, self._tick, entry.shop.id))
+        self._wake.set()
+
+    async def _worker(self) -> None:
+        while True:
+            shop_id = await self._ready.get()
+            entry = self._entries.get(shop_id)
+            if entry is None:
+                continue
+            entry.queued = False
+            await self._turn(entry)
+
+    async def _turn(self, entry: _Entry) -> None:
+        """Up to ``turn_batches`` batches of one shop, then back in line (or done for now)."""
+        status = entry.status
+        status.state = "syncing"
+        generation = entry.generation
+        if entry.batches is None:
+            entry.batches = self.syncer.batches(entry.shop)
+            entry.poll_pages = self.syncer.progress(entry.shop.id).pages
+        taken = 0
+        try:
+            while taken < self.turn_batches:
+                try:
+                    batch = await anext(entry.batches)
+                except StopAsyncIteration:
+                    self._finish_poll(entry)
+                    return
+                if entry.generation != generation:
+                    await self._drop_read(entry)
+                    if not entry.removed:
+                        self._schedule(entry, 0.0, "due")
+                    return
+                try:
+                    await self.handler(entry.shop, batch)
+                except Exception as exc:  # the handler is user code: report, back off, re-read
+                    logger.exception("shop %s: handler failed; the batch will be delivered again", entry.shop.id)
+                    await self._fail(entry, exc, "handler_failed")
+                    return
+                status.delivered += len(batch.trades)
+                taken += 1
+            if entry.removed:
+                await self._drop_read(entry)
+            else:
+                self._schedule(entry, 0.0, "due")  # more to read: back in line behind the shops waiting
+        except asyncio.CancelledError:
+            raise
+        except _PAUSING as exc:
+            await self._pause(entry, exc)
+        except Exception as exc:  # transient trouble, store trouble, or a bug: isolate it to this shop
+            if not isinstance(exc, CheckpointError):
+                logger.warning("shop %s: sync failed: %s", entry.shop.id, exc)
+            await self._fail(entry, exc, "backing_off")
+
+    def _finish_poll(self, entry: _Entry) -> None:
+        entry.batches = None
+        status = entry.status
+        pages = self.syncer.progress(entry.shop.id).pages - entry.poll_pages
+        status.polls += 1
+        status.failures = 0
+        status.last_error = None
+        status.interval = entry.policy.next_interval(status.interval or entry.policy.min_interval, pages)
+        self._schedule(entry, self._jittered(status.interval, entry.policy), "waiting")
+        self._emit(FleetEvent(entry.shop.id, "synced"))
+        for waiter in entry.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        entry.waiters.clear()
+
+    def _jittered(self, seconds: float, policy: PollPolicy) -> float:
+        return seconds * (1 + self._rng.uniform(-policy.jitter, policy.jitter))
+
+    async def _pause(self, entry: _Entry, exc: BaseException) -> None:
+        await self._drop_read(entry)
+        entry.status.state = "paused"
+        entry.status.last_error = f"{type(exc).__name__}: {exc}"
+        logger.warning("shop %s paused until it is updated: %s", entry.shop.id, exc)
+        self._emit(FleetEvent(entry.shop.id, "paused", exc))
+
+    async def _fail(self, entry: _Entry, exc: BaseException, kind: EventKind) -> None:
+        await self._drop_read(entry)
+        status = entry.status
+        status.failures += 1
+        status.last_error = f"{type(exc).__name__}: {exc}"
+        self._schedule(entry, self._jittered(entry.policy.backoff(status.failures), entry.policy), "backing_off")
+        self._emit(FleetEvent(entry.shop.id, kind, exc))
+
+    async def _drop_read(self, entry: _Entry) -> None:
+        """Abandon the shop's read in progress: its open window is not committed."""
+        batches, entry.batches = entry.batches, None
+        if batches is not None:
+            await batches.aclose()
+
+    def _emit(self, event: FleetEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("on_event callback failed for %s", event)

@@ -1,0 +1,209 @@
+"""The fleet: dozens of shops under chaos, broken sessions, a flash sale and a buggy handler."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from tests.conftest import client_for
+
+from taobao_ordersync import (
+    AuthenticationError,
+    Batch,
+    ConfigurationError,
+    Fleet,
+    FleetEvent,
+    MemoryStore,
+    PollPolicy,
+    Shop,
+)
+from taobao_ordersync.testing import Chaos, Collector, ShopProfile
+
+FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
+
+
+async def test_fleet_under_chaos(make_emulator: Any) -> None:
+    """24 shops: healthy ones lose nothing, broken sessions are reported, the busy shop delays no one.
+
+    The stated bound: while one shop reads a 15,000-trade flash sale (150 pages), every other
+    healthy shop still completes a poll within 5 seconds, because a turn is at most
+    ``turn_batches`` pages and shops take turns.
+    """
+    chaos = Chaos(error_rate=0.05, ban_rate=0.01, move_while_paging=0.2)
+    profile = ShopProfile(orders_per_day=500, history_days=2)
+    async with make_emulator(shops=24, seed=41, profile=profile, chaos=chaos) as emu:
+        broken = {"shop-22", "shop-23", "shop-24"}
+        for shop_id in broken:
+            emu.expire_session(shop_id)
+        collectors: dict[str, Collector] = defaultdict(Collector)
+        failed_once: set[str] = set()
+        events: list[tuple[float, FleetEvent]] = []
+
+        async def handler(shop: Shop, batch: Batch) -> None:
+            if shop.id == "shop-2" and shop.id not in failed_once:
+                failed_once.add(shop.id)
+                raise RuntimeError("bug in the user's handler")
+            for trade in batch.trades:
+                collectors[shop.id].add(trade)
+
+        async with client_for(emu, clock_refresh=0) as client:
+            fleet = Fleet(
+                client,
+                store=MemoryStore(),
+                handler=handler,
+                concurrency=6,
+                policy=FAST,
+                turn_batches=3,
+                on_event=lambda event: events.append((time.monotonic(), event)),
+                lag=5,
+                seed=1,
+            )
+            for state in emu.shops:
+                fleet.add(Shop(id=state.id, session=state.session))
+            runner = asyncio.create_task(fleet.run())
+            try:
+                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
+                # Stamped ahead of the clock: changes must never surface behind a committed window.
+                emu.flash_sale("shop-1", 15_000, seconds=30, start=emu.now() + timedelta_seconds(1))
+                sale_started = time.monotonic()
+                for _ in range(6):
+                    emu.advance(30)
+                    await asyncio.sleep(0.3)
+                emu.pause_activity()
+                emu.advance(10)
+                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
+                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
+                statuses = {status.shop_id: status for status in fleet.statuses()}
+            finally:
+                fleet.stop()
+                await asyncio.wait_for(runner, 10)
+
+    for index in range(1, 22):
+        shop_id = f"shop-{index}"
+        checkpoint = await fleet.syncer.checkpoint(shop_id)
+        assert checkpoint is not None
+        report = emu.verify_sync(checkpoint, collectors[shop_id])
+        assert 0 == report.lost, (shop_id, report)
+    for shop_id in broken:
+        assert "paused" == statuses[shop_id].state
+        assert "AuthenticationError" in (statuses[shop_id].last_error or "")
+    paused = {event.shop_id for _, event in events if event.kind == "paused"}
+    assert broken == paused
+    assert any(e.kind == "handler_failed" and e.shop_id == "shop-2" for _, e in events)
+    first_sync_after_sale = {}
+    for moment, event in events:
+        if event.kind == "synced" and moment > sale_started and event.shop_id not in first_sync_after_sale:
+            first_sync_after_sale[event.shop_id] = moment - sale_started
+    others = {f"shop-{i}" for i in range(2, 22)}
+    assert others <= set(first_sync_after_sale)
+    assert max(first_sync_after_sale[s] for s in others) < 5.0, first_sync_after_sale
+
+
+def timedelta_seconds(seconds: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
+
+
+async def test_updated_session_resumes_a_paused_shop(make_emulator: Any) -> None:
+    """A shop paused on an invalid session syncs again once add() gives it a new session."""
+    async with make_emulator(shops=2, seed=42) as emu:
+        emu.expire_session("shop-2")
+        collector = Collector()
+
+        async def handler(shop: Shop, batch: Batch) -> None:
+            if shop.id == "shop-2":
+                for trade in batch.trades:
+                    collector.add(trade)
+
+        async with client_for(emu, clock_refresh=0) as client:
+            fleet = Fleet(client, store=MemoryStore(), handler=handler, policy=FAST, lag=5)
+            for state in emu.shops:
+                fleet.add(Shop(id=state.id, session=state.session))
+            runner = asyncio.create_task(fleet.run())
+            try:
+                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                while fleet.status("shop-2").state != "paused":  # noqa: ASYNC110 - polling a status view
+                    await asyncio.sleep(0.05)
+                session = emu.renew_session("shop-2")
+                fleet.add(Shop(id="shop-2", session=session))
+                emu.pause_activity()
+                await asyncio.wait_for(fleet.polled("shop-2"), 20)
+            finally:
+                fleet.stop()
+                await asyncio.wait_for(runner, 10)
+        checkpoint = await fleet.syncer.checkpoint("shop-2")
+
+    assert checkpoint is not None
+    assert 0 == emu.verify_sync(checkpoint, collector).lost
+    assert "waiting" == fleet.status("shop-2").state
+
+
+async def test_stop_commits_no_partial_window(make_emulator: Any) -> None:
+    """Stopping mid-read leaves the checkpoint at a window boundary; a restart re-reads, losing nothing."""
+    profile = ShopProfile(orders_per_day=3000, history_days=2)
+    async with make_emulator(shops=1, seed=43, profile=profile) as emu:
+        emu.pause_activity()
+        collector = Collector()
+        store = MemoryStore()
+        seen_batches = 0
+
+        async def slow_handler(shop: Shop, batch: Batch) -> None:
+            nonlocal seen_batches
+            seen_batches += 1
+            for trade in batch.trades:
+                collector.add(trade)
+            await asyncio.sleep(0.01)
+
+        async with client_for(emu, clock_refresh=0) as client:
+            fleet = Fleet(client, store=store, handler=slow_handler, policy=FAST, lag=5, page_size=20)
+            fleet.add(Shop(id="shop-1", session="session-1"))
+            runner = asyncio.create_task(fleet.run())
+            while seen_batches < 7:  # noqa: ASYNC110 - the handler's count is the signal
+                await asyncio.sleep(0.01)
+            runner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await runner
+            partial = await fleet.syncer.checkpoint("shop-1")
+
+            again = Fleet(client, store=store, handler=slow_handler, policy=FAST, lag=5, page_size=20)
+            again.add(Shop(id="shop-1", session="session-1"))
+            runner = asyncio.create_task(again.run())
+            await asyncio.wait_for(again.polled("shop-1"), 60)
+            again.stop()
+            await runner
+        checkpoint = await again.syncer.checkpoint("shop-1")
+
+    assert partial is not None
+    assert not partial.backfill_done  # stopped inside the backfill
+    assert checkpoint is not None
+    assert 0 == emu.verify_sync(checkpoint, collector).lost
+
+
+def test_poll_policy_adapts() -> None:
+    """Heavy polls shorten the interval towards min; light polls lengthen it towards max."""
+    policy = PollPolicy(min_interval=60, max_interval=600)
+
+    assert 100.0 == policy.next_interval(300, pages=3)
+    assert 60.0 == policy.next_interval(100, pages=10)
+    assert 450.0 == policy.next_interval(300, pages=1)
+    assert 600.0 == policy.next_interval(500, pages=0)
+    assert [30.0, 60.0, 120.0] == [PollPolicy().backoff(n) for n in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"min_interval": 0}, {"min_interval": 10, "max_interval": 5}, {"jitter": 1.5}, {"target_pages": 0}],
+)
+def test_bad_policies_are_refused(options: dict[str, Any]) -> None:
+    """Invalid poll policies raise ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        PollPolicy(**options)
+
+
+def test_authentication_error_is_a_pause() -> None:
+    """Sanity: the pausing errors include an expired session."""
+    assert issubclass(AuthenticationError, Exception)
