@@ -277,11 +277,12 @@ class TopClient:
                 return await self._send(method, params, session)
             except RateLimitedError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else policy.default_ban
+                # Every call of this client waits (or, for a long ban, fails fast) behind the gate.
+                self._ban_until = max(self._ban_until, self._clock.monotonic() + wait + policy.ban_margin)
                 if wait > policy.max_ban_wait or bans >= policy.max_bans:
                     raise
                 bans += 1
                 self.bans += 1
-                self._ban_until = max(self._ban_until, self._clock.monotonic() + wait + policy.ban_margin)
                 logger.warning("app banned for %.0f s (%s); pausing every call of this client", wait, exc.sub_code)
             except InvalidRequestError as exc:
                 if exc.code != _INVALID_TIMESTAMP or clock_fixed:
@@ -292,6 +293,14 @@ class TopClient:
     async def _send(self, method: str, params: Mapping[str, _wire.ParamValue], session: str | None) -> dict[str, Any]:
         # Every attempt, retries included, waits for the ban gate and the limiter.
         while (pause := self._ban_until - self._clock.monotonic()) > 0:
+            if pause > self._retry.max_ban_wait:
+                raise RateLimitedError(
+                    code=7,
+                    msg="App Call Limited",
+                    sub_msg=f"this client is banned for {pause:.0f} more seconds (seen on an earlier call)",
+                    method=method,
+                    retry_after=pause,
+                )
             await self._clock.sleep(pause)
         async with self._limiter:
             form = _wire.signed_params(

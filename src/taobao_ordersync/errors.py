@@ -13,7 +13,7 @@ grouped by what the caller can do about them::
     │   ├── RateLimitedError                      code 7 & co.; ``retry_after`` seconds
     │   ├── AuthenticationError                   26/27: the seller must re-authorise
     │   ├── PermissionDeniedError                 11/12/13: the app lacks a permission
-    │   ├── InvalidRequestError                   21-25, 28-34, 40-43, isv.invalid/missing-parameter
+    │   ├── InvalidRequestError                   9, 21-25, 28-34, 40-43, isv.invalid/missing-parameter
     │   ├── ServerError                           isp.*, 10, HTTP-level TOP trouble; retried
     │   │   └── WindowTooLargeError               a list window Taobao refused as too big
     │   └── BusinessError                         other isv.* rules, e.g. isv.trade-not-exist

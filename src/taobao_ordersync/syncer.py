@@ -94,10 +94,14 @@ class ShopProgress:
 
 
 def _as_delta(name: str, value: float | timedelta) -> timedelta:
-    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    """A non-negative duration rounded *up* to whole seconds (Taobao's resolution; more is safer)."""
+    try:
+        delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    except TypeError:
+        raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}") from None
     if delta < timedelta(0):
         raise ConfigurationError(f"{name} must not be negative")
-    return delta
+    return -(-delta // SECOND) * SECOND
 
 
 @define
@@ -163,7 +167,7 @@ class Syncer:
         self.lag = _as_delta("lag", lag)
         self.overlap = _as_delta("overlap", overlap)
         self.backfill = min(_as_delta("backfill", backfill), HORIZON)
-        self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN) // SECOND * SECOND
+        self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN)
         if self.max_window < timedelta(seconds=1):
             raise ConfigurationError("max_window must be at least one second")
         if not 1 <= page_size <= _wire.MAX_PAGE_SIZE:
@@ -280,7 +284,15 @@ class Syncer:
         resume = checkpoint.backfilled_to or checkpoint.backfill_from
         start = max(resume, horizon)
         if start > resume:
-            logger.warning("shop %s: backfill resumes at the 3-month horizon %s", shop.id, start)
+            # Trades created before the horizon can no longer be listed by anyone: record the
+            # narrower scope in the checkpoint rather than claim it.
+            logger.warning(
+                "shop %s: the backfill resumed after Taobao's 3-month horizon passed it; trades created "
+                "%s .. %s can no longer be listed and are out of scope",
+                shop.id, resume, start,
+            )  # fmt: skip
+            checkpoint = evolve(checkpoint, backfill_from=start, backfilled_to=start, boundary=frozenset())
+            yield _Commit(checkpoint)
         # sold.get has no span limit: one window, split only if Taobao finds it too big.
         windows = [Window(start, checkpoint.origin, self.types)]
         boundary = checkpoint.boundary

@@ -220,7 +220,7 @@ async def test_expired_checkpoint_is_refused_or_rebackfilled(make_emulator: Any)
 
 async def test_two_syncers_on_one_shop_conflict(make_emulator: Any) -> None:
     """A second writer cannot move a shop's checkpoint over the first (compare-and-set)."""
-    async with make_emulator(seed=11) as emu, client_for(emu, clock_refresh=0) as client:
+    async with make_emulator(seed=11, profile=BUSY) as emu, client_for(emu, clock_refresh=0) as client:
         store = MemoryStore()
         one, two = Syncer(client, store=store, lag=5), Syncer(client, store=store, lag=5)
         async for _ in one.increments(SHOP):
@@ -294,7 +294,7 @@ async def test_batches_deliver_pages_of_new_trades(make_emulator: Any) -> None:
         {"fields": ()},
         {"fullinfo_concurrency": 0},
         {"on_expired": "ignore"},
-        {"max_window": 0.5},
+        {"max_window": 0},
     ],
 )
 def test_bad_syncer_options_are_clear_errors(emulator: Emulator, options: dict[str, Any]) -> None:
@@ -312,6 +312,14 @@ async def test_shop_argument_is_checked(emulator: Emulator) -> None:
         with pytest.raises(ConfigurationError, match="Shop"):
             async for _ in syncer.increments("shop-1"):  # type: ignore[arg-type]
                 pass
+
+
+def test_durations_round_up_to_whole_seconds(emulator: Emulator) -> None:
+    """Taobao counts whole seconds: a fractional lag rounds up (safer), overlap too."""
+    syncer = Syncer(client_for(emulator), store=MemoryStore(), lag=2.5, overlap=0.2)
+
+    assert timedelta(seconds=3) == syncer.lag
+    assert timedelta(seconds=1) == syncer.overlap
 
 
 def test_checkpoint_is_public_and_readable() -> None:

@@ -162,6 +162,26 @@ async def test_long_ban_raises_with_retry_after(client: TopClient, clock: FakeCl
     assert [] == clock.sleeps
 
 
+async def test_long_ban_fails_every_call_fast_until_it_ends(client: TopClient, clock: FakeClock) -> None:
+    """After a long ban, other calls of the client raise at once without sending, until the ban is over."""
+    ban = error(7, "App Call Limited", sub_msg="This ban will last for 600 more seconds")
+    with aioresponses() as mocked:
+        mocked.post(URL, **ban)
+        mocked.post(URL, **reply(TIME_OK))
+        async with client:
+            with pytest.raises(RateLimitedError):
+                await client.time()
+            with pytest.raises(RateLimitedError) as fast:
+                await client.time()
+            sent_during_ban = client.call_counts["taobao.time.get"]
+            clock.advance(700)
+            await client.time()
+
+    assert 1 == sent_during_ban
+    assert fast.value.retry_after is not None
+    assert 590 < fast.value.retry_after <= 601
+
+
 async def test_ban_gate_holds_concurrent_calls(clock: FakeClock) -> None:
     """While one call is banned, every other call of the client waits for the gate too."""
     client = TopClient("app", SECRET, url=URL, simplify=False, retry=RetryPolicy.no_wait(), clock=clock)

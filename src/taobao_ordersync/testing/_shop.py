@@ -111,10 +111,12 @@ class ShopState:
     trades: dict[int, TradeRecord] = field(factory=dict)
     by_modified: list[tuple[datetime, int, int]] = field(factory=list)  # (modified, tid, version index)
     by_created: list[tuple[datetime, int]] = field(factory=list)
-    pending: list[tuple[datetime, int, int]] = field(factory=list)  # heap of (when, seq, tid)
+    # Heap of (when, tiebreak, tid, next status); an empty status is a seller-memo edit.
+    pending: list[tuple[datetime, int, int, str]] = field(factory=list)
     next_creation: datetime | None = None
     session_valid: bool = True
     generation: int = 0
+    visible_by: datetime | None = None  # when every version so far is visible to list calls
     _seq: int = 0
     _tid_base: int = 0
 
@@ -126,6 +128,8 @@ class ShopState:
         record.versions.append(version)
         _add_sorted(self.by_modified, (version.modified, record.tid, len(record.versions) - 1))
         self.generation += 1
+        if self.visible_by is None or version.visible_at > self.visible_by:
+            self.visible_by = version.visible_at
 
     def modified_between(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int, int]]:
         lo = bisect_left(self.by_modified, (start, -1, -1))
@@ -199,8 +203,8 @@ class Simulator:
                 gap = shop.rng.expovariate(rate) if rate > 0 else 1e12
                 shop.next_creation = creation + timedelta(seconds=min(gap, 1e9))
             elif next_event is not None and next_event <= until:
-                when, _, tid = heapq.heappop(shop.pending)
-                self.advance_trade(shop, shop.trades[tid], when, applied_at=applied_at)
+                when, _, tid, status = heapq.heappop(shop.pending)
+                self.advance_trade(shop, shop.trades[tid], when, status, applied_at=applied_at)
             else:
                 return changes
             changes += 1
@@ -273,8 +277,8 @@ class Simulator:
         )
         self._schedule(shop, record, created, "WAIT_BUYER_PAY")
         if rng.random() < shop.profile.memo_share:
-            when = created + timedelta(seconds=rng.expovariate(1 / 7200.0))
-            heapq.heappush(shop.pending, (floor_second(when), -rng.getrandbits(30), tid))
+            when = created + timedelta(seconds=max(1.0, rng.expovariate(1 / 7200.0)))
+            heapq.heappush(shop.pending, (floor_second(when), rng.getrandbits(30), tid, ""))
         return record
 
     def _schedule(self, shop: ShopState, record: TradeRecord, since: datetime, status: str) -> None:
@@ -282,29 +286,33 @@ class Simulator:
         if not choices:
             return
         rng = shop.rng
-        _, _, mean = _pick(rng, choices)
+        status, _, mean = _pick(rng, choices)  # the next status and its typical delay, drawn together
         when = since + timedelta(seconds=max(1.0, rng.expovariate(1 / mean)))
-        heapq.heappush(shop.pending, (floor_second(when), rng.getrandbits(30), record.tid))
+        heapq.heappush(shop.pending, (floor_second(when), rng.getrandbits(30), record.tid, status))
 
     def advance_trade(
-        self, shop: ShopState, record: TradeRecord, when: datetime, *, applied_at: datetime | None = None
+        self,
+        shop: ShopState,
+        record: TradeRecord,
+        when: datetime,
+        status: str,
+        *,
+        applied_at: datetime | None = None,
     ) -> None:
-        """Apply the next change of ``record``, stamped ``when``."""
-        rng = shop.rng
+        """Apply one scheduled change of ``record`` stamped ``when``: a new ``status``, or a memo edit ("")."""
         current = record.versions[-1]
         modified = max(floor_second(when), current.modified)
-        choices = _NEXT.get(current.status)
-        memo: str | None = current.memo
-        if choices is None or rng.random() < 0.15:
-            status = current.status
-            memo = f"备注{rng.randint(1, 999)}"
-        else:
-            status, _, _ = _pick(rng, choices)
-        shop.add_version(
-            record,
-            Version(modified=modified, visible_at=self._visible(shop, modified, applied_at), status=status, memo=memo),
+        if status and current.status in FINAL_STATUSES:
+            return  # a race between two scheduled steps: the trade already ended
+        memo = f"备注{shop.rng.randint(1, 999)}" if not status else current.memo
+        version = Version(
+            modified=modified,
+            visible_at=self._visible(shop, modified, applied_at),
+            status=status or current.status,
+            memo=memo,
         )
-        if status != current.status:
+        shop.add_version(record, version)
+        if status:
             self._schedule(shop, record, modified, status)
 
     def touch(self, shop: ShopState, record: TradeRecord, when: datetime, *, applied_at: datetime) -> None:

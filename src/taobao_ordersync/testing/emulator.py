@@ -415,7 +415,9 @@ class Emulator:
         if not version:
             raise _Refusal(32, "Missing Version")
         if version != _wire.API_VERSION:
-            raise _Refusal(33 if not version.replace(".", "").isdigit() else 34, "Invalid Version")
+            if version.replace(".", "").isdigit():
+                raise _Refusal(34, "Unsupported Version")
+            raise _Refusal(33, "Invalid Version")
         if params.get("format", "xml") != "json":
             raise _Refusal(23, "Invalid Format", sub_msg="the emulator answers format=json only")
         self._check_signature(params)
@@ -435,7 +437,7 @@ class Emulator:
         try:
             stamp = parse_timestamp_param(raw)
         except ValueError:
-            raise _Refusal(31, "Invalid Timestamp") from None
+            raise _Refusal(31, "Invalid timestamp") from None
         if abs((stamp - now).total_seconds()) > 600:
             raise _Refusal(31, "Invalid timestamp")
 
@@ -613,13 +615,13 @@ class Emulator:
         if cached and cached.generation == shop.generation and (cached.settled or cached.computed_at == now):
             return cached.tids
         rows: list[tuple[datetime, int, Version]] = []
-        settled = True
+        # Cached rows stay right until the shop changes, unless a version still becomes visible later.
+        settled = shop.visible_by is None or shop.visible_by <= now
         if key_kind == "modified":
             for modified, tid, index in shop.modified_between(start, end):
                 record = shop.trades[tid]
                 version = record.view(now)
                 if version is not record.versions[index]:
-                    settled = settled and record.versions[-1].visible_at <= now
                     continue
                 if record.type in types and (status is None or version.status == status):
                     rows.append((modified, tid, version))
@@ -627,8 +629,6 @@ class Emulator:
             for created, tid in shop.created_between(start, end):
                 record = shop.trades[tid]
                 version = record.view(now)
-                if record.versions[-1].visible_at > now:
-                    settled = False
                 if version is not None and record.type in types and (status is None or version.status == status):
                     rows.append((created, tid, version))
         rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
