@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="sync a realistic shop on the built-in emulator and verify it")
     demo.add_argument("--shops", type=_positive_int, default=1, help="number of shops (default 1)")
     demo.add_argument("--seed", type=int, default=2026, help="seed for data and chaos (default 2026)")
-    demo.add_argument("--orders-per-day", type=float, default=350.0, help="shop volume (default 350)")
-    demo.add_argument("--sale", type=int, default=25_000, help="orders in the 11.11 burst (default 25000)")
+    demo.add_argument("--orders-per-day", type=float, help="volume per shop (default 350, shared out over --shops)")
+    demo.add_argument("--sale", type=int, help="orders in the 11.11 burst (default 25000, shared out over --shops)")
 
     emulator = commands.add_parser("emulator", help="serve the TOP emulator until interrupted")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -162,7 +162,10 @@ def _classify(exc: TaobaoOrderSyncError) -> tuple[int, str]:
 async def _demo(args: argparse.Namespace) -> int:
     from taobao_ordersync.testing.demo import run_demo
 
-    result = await run_demo(shops=args.shops, seed=args.seed, orders_per_day=args.orders_per_day, sale_size=args.sale)
+    # Keep the demo about a minute long: by default, N shops share one big shop's volume.
+    orders_per_day = args.orders_per_day or max(20.0, 350.0 / args.shops)
+    sale = args.sale if args.sale is not None else max(500, 25_000 // args.shops)
+    result = await run_demo(shops=args.shops, seed=args.seed, orders_per_day=orders_per_day, sale_size=sale)
     return LOST if result.lost else OK
 
 

@@ -208,6 +208,16 @@ class Fleet:
             self._wake.set()
             self._emit(FleetEvent(shop_id, "removed"))
 
+    def wake(self, shop_id: str | None = None) -> None:
+        """Poll a waiting shop (or every waiting shop) now, e.g. when a TMC message says it changed.
+
+        Shops reading, backing off or paused are left alone.
+        """
+        entries = [self._entries[shop_id]] if shop_id is not None else list(self._entries.values())
+        for entry in entries:
+            if entry.status.state == "waiting" and not entry.queued:
+                self._schedule(entry, 0.0, "due")
+
     @property
     def shop_ids(self) -> list[str]:
         return sorted(self._entries)

@@ -162,6 +162,15 @@ def test_small_demo_verifies(capsys: pytest.CaptureFixture[str]) -> None:
     assert "x minimum)" in last
 
 
+def test_demo_with_several_shops_runs_through_the_fleet(capsys: pytest.CaptureFixture[str]) -> None:
+    """demo --shops 3 verifies every shop."""
+    code, out, _ = run(["demo", "--shops", "3", "--orders-per-day", "15", "--sale", "600", "--seed", "6"], capsys)
+
+    assert 0 == code
+    assert 3 == out.count(" 0 lost (0 missing, 0 stale)")
+    assert out.strip().splitlines()[-1].startswith("verified: ")
+
+
 def test_module_entry_point() -> None:
     """`python -m taobao_ordersync --version` works."""
     result = subprocess.run([sys.executable, "-m", "taobao_ordersync", "--version"], capture_output=True, text=True)

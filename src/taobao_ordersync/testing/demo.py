@@ -1,7 +1,7 @@
 """``taobao-ordersync demo``: a realistic shop on the emulator, synced and verified.
 
-Everything is real except Taobao: the client talks HTTP over loopback to the
-emulator, which plays a shop with three months of history, live activity, an
+Everything is real except Taobao: the fleet runner and client talk HTTP over
+loopback to the emulator, which plays a shop with three months of history, live activity, an
 11.11-style burst and chaos (bans, transient failures, trades moving while
 pages are read, a clock that disagrees with ours). At the end shop activity
 stops, one last poll runs, and what was delivered is checked against the
@@ -21,9 +21,10 @@ from attrs import define, field
 
 from taobao_ordersync._retry import RetryPolicy
 from taobao_ordersync.client import TopClient
+from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy
 from taobao_ordersync.models import Shop
 from taobao_ordersync.stores import MemoryStore
-from taobao_ordersync.syncer import ShopProgress, Syncer
+from taobao_ordersync.syncer import Batch, ShopProgress
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile, VerifyReport
 
 LIST_METHODS = ("taobao.trades.sold.get", "taobao.trades.sold.increment.get")
@@ -87,10 +88,12 @@ async def run_demo(
     polls: int = 6,
     sale_size: int = 25_000,
     orders_per_day: float = 350.0,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
 ) -> DemoResult:
     """Run the demo and print its report; returns the totals (``lost`` must be 0)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
     chaos = Chaos(error_rate=0.03, ban_rate=0.004, ban_seconds=1, move_while_paging=0.15)
     profile = ShopProfile(orders_per_day=orders_per_day, history_days=90, other_type_share=0.03)
     progress = Progress(err)
@@ -109,15 +112,25 @@ async def run_demo(
         async with TopClient(
             emulator.app_key, emulator.app_secret, url=emulator.url, rate=80.0, retry=retry, clock_refresh=0
         ) as client:
-            syncers: dict[str, Syncer] = {}
             collectors = {shop.id: Collector() for shop in emulator.shops}
-            store = MemoryStore()
+            since_poll = dict.fromkeys(collectors, 0)
             minimum = 0
+
+            async def handler(shop: Shop, batch: Batch) -> None:
+                for trade in batch.trades:
+                    collectors[shop.id].add(trade)
+                since_poll[shop.id] += len(batch.trades)
+
+            def on_event(event: FleetEvent) -> None:
+                nonlocal minimum
+                if event.kind == "synced":  # the least a poll could cost: its trades, full pages
+                    minimum += max(1, -(-since_poll[event.shop_id] // 100))
+                    since_poll[event.shop_id] = 0
 
             def show(_: ShopProgress) -> None:
                 delivered = sum(c.deliveries for c in collectors.values())
                 calls = sum(client.call_counts.values())
-                states = [syncer.progress(shop_id) for shop_id, syncer in syncers.items()]
+                states = [fleet.syncer.progress(shop.id) for shop in emulator.shops]
                 phase = "backfill" if any(s.phase == "backfill" for s in states) else "increments"
                 behind = max((s.behind or timedelta(0) for s in states), default=timedelta(0))
                 progress.show(
@@ -125,53 +138,57 @@ async def run_demo(
                     f"{client.bans} bans  behind {_human(behind)}"
                 )
 
+            # Polls are driven by the demo (wake), so the interval only has to outlast a round.
+            policy = PollPolicy(min_interval=3600, max_interval=3600, min_backoff=0.5, max_backoff=5)
+            fleet = Fleet(
+                client,
+                store=MemoryStore(),
+                handler=handler,
+                concurrency=min(8, shops),
+                policy=policy,
+                on_event=on_event,
+                lag=5,
+                on_progress=show,
+            )
             for shop in emulator.shops:
-                syncers[shop.id] = Syncer(client, store=store, lag=5, on_progress=show)
+                fleet.add(Shop(id=shop.id, session=shop.session))
 
             async def poll(label: str) -> None:
-                nonlocal minimum
-                limit = asyncio.Semaphore(8)
-
-                async def one(shop_id: str, session: str) -> None:
-                    async with limit:
-                        collector = collectors[shop_id]
-                        before = collector.deliveries
-                        async for trade in syncers[shop_id].increments(Shop(id=shop_id, session=session)):
-                            collector.add(trade)
-                        nonlocal minimum
-                        minimum += -(-(collector.deliveries - before) // 100)
-
-                async with asyncio.TaskGroup() as group:
-                    for shop in emulator.shops:
-                        group.create_task(one(shop.id, shop.session))
+                fleet.wake()
+                await asyncio.gather(*(fleet.polled(shop.id) for shop in emulator.shops))
                 delivered = sum(c.deliveries for c in collectors.values())
                 progress.done(f"  {label:<44} {delivered:>7} trades delivered so far")
 
-            await poll("backfill (3 months) + first increments")
-            for number in range(1, polls + 1):
-                emulator.advance(600)
-                if number == polls // 2:
-                    for shop in emulator.shops:
-                        emulator.flash_sale(
-                            shop.id, sale_size, seconds=120, start=emulator.now() - timedelta(seconds=200)
-                        )
-                    await poll(f"poll {number}: 11.11 burst, {sale_size} orders in 2 minutes")
-                else:
-                    await poll(f"poll {number}: 10 minutes of live orders")
-            emulator.pause_activity()
-            emulator.advance(60)
-            await poll("final poll after activity stops")
+            runner = asyncio.create_task(fleet.run())
+            try:
+                await poll("backfill (3 months) + first increments")
+                for number in range(1, polls + 1):
+                    emulator.advance(600)
+                    if number == polls // 2:
+                        sale_start = emulator.now() - timedelta(seconds=200)
+                        for shop in emulator.shops:
+                            emulator.flash_sale(shop.id, sale_size, seconds=120, start=sale_start)
+                        await poll(f"poll {number}: 11.11 burst, {sale_size} orders in 2 minutes")
+                    else:
+                        await poll(f"poll {number}: 10 minutes of live orders")
+                emulator.pause_activity()
+                emulator.advance(60)
+                await poll("final poll after activity stops")
+            finally:
+                fleet.stop()
+                await runner
 
             result = DemoResult(calls=sum(client.call_counts.values()), minimum=minimum)
             for shop in emulator.shops:
-                checkpoint = await syncers[shop.id].checkpoint(shop.id)
+                checkpoint = await fleet.syncer.checkpoint(shop.id)
                 if checkpoint is None:
                     raise RuntimeError(f"{shop.id} has no checkpoint after its sync")
                 collector = collectors[shop.id]
                 report = emulator.verify_sync(checkpoint, collector)
                 result.reports.append(report)
-                result.suppressed += syncers[shop.id].progress(shop.id).duplicates
-                out.write(f"  {shop.id}: {report}\n")
+                result.suppressed += fleet.syncer.progress(shop.id).duplicates
+                if shops <= 10:
+                    out.write(f"  {shop.id}: {report}\n")
             counts = client.call_counts
             out.write(
                 f"Calls: {counts.get('taobao.trades.sold.get', 0)} sold.get, "
