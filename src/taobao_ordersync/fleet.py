@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from attrs import define, field, frozen
@@ -99,7 +99,12 @@ class FleetEvent:
 
 @define
 class ShopStatus:
-    """One shop's state in the fleet (a live view; read it, do not change it)."""
+    """One shop's state in the fleet (a live view; read it, do not change it).
+
+    ``checkpoint`` is the committed position (creation time during the backfill, then
+    modification time), ``behind`` how far it trails Taobao's ``now - lag`` at the last
+    poll, ``calls`` the list and fullinfo calls this shop made in this process.
+    """
 
     shop_id: str
     state: State = "due"
@@ -110,6 +115,8 @@ class ShopStatus:
     last_error: str | None = None
     next_poll_in: float | None = None
     behind: timedelta | None = None
+    checkpoint: datetime | None = None
+    calls: int = 0
 
 
 @define
@@ -226,7 +233,10 @@ class Fleet:
         """The live status of one shop."""
         entry = self._entries[shop_id]
         status = entry.status
-        status.behind = self.syncer.progress(shop_id).behind
+        progress = self.syncer.progress(shop_id)
+        status.behind = progress.behind
+        status.calls = progress.calls
+        status.checkpoint = progress.cursor
         status.next_poll_in = (
             max(0.0, entry.due - time.monotonic()) if status.state in ("waiting", "backing_off") else None
         )
@@ -328,7 +338,10 @@ class Fleet:
                 try:
                     await self.handler(entry.shop, batch)
                 except Exception as exc:  # the handler is user code: report, back off, re-read
-                    logger.exception("shop %s: handler failed; the batch will be delivered again", entry.shop.id)
+                    logger.exception(
+                        "shop %s: handler failed; the batch will be delivered again",
+                        entry.shop.id, extra={"shop_id": entry.shop.id},
+                    )  # fmt: skip
                     await self._fail(entry, exc, "handler_failed")
                     return
                 status.delivered += len(batch.trades)
@@ -343,7 +356,7 @@ class Fleet:
             await self._pause(entry, exc)
         except Exception as exc:  # transient trouble, store trouble, or a bug: isolate it to this shop
             if not isinstance(exc, CheckpointError):
-                logger.warning("shop %s: sync failed: %s", entry.shop.id, exc)
+                logger.warning("shop %s: sync failed: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
             await self._fail(entry, exc, "backing_off")
 
     def _finish_poll(self, entry: _Entry) -> None:
@@ -368,7 +381,7 @@ class Fleet:
         await self._drop_read(entry)
         entry.status.state = "paused"
         entry.status.last_error = f"{type(exc).__name__}: {exc}"
-        logger.warning("shop %s paused until it is updated: %s", entry.shop.id, exc)
+        logger.warning("shop %s paused until it is updated: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
         self._emit(FleetEvent(entry.shop.id, "paused", exc))
 
     async def _fail(self, entry: _Entry, exc: BaseException, kind: EventKind) -> None:

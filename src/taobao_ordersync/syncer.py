@@ -83,6 +83,7 @@ class ShopProgress:
     delivered: int = 0
     duplicates: int = 0
     splits: int = 0
+    calls: int = 0
     missing: list[int] = field(factory=list)
 
     @property
@@ -245,7 +246,10 @@ class Syncer:
             if oldest < horizon:
                 if self.on_expired == "raise":
                     raise CheckpointExpiredError(shop.id, oldest, horizon)
-                logger.warning("shop %s: checkpoint %s is past the horizon; backfilling again", shop.id, oldest)
+                logger.warning(
+                    "shop %s: checkpoint %s is past the horizon; backfilling again",
+                    shop.id, oldest, extra={"shop_id": shop.id},
+                )  # fmt: skip
                 checkpoint = self._fresh(shop, server_now, horizon)
                 yield _Commit(checkpoint)
         self._record(checkpoint)
@@ -412,6 +416,7 @@ class Syncer:
         return max((trade.created for trade in page.trades if trade.created is not None), default=None)
 
     async def _list(self, shop: Shop, phase: Phase, window: Window, *, page_no: int, use_has_next: bool) -> TradePage:
+        self.progress(shop.id).calls += 1
         fields = ("tid", "modified", "created") if self.fullinfo else self.fields
         if phase == "backfill":
             page = await self.client.trades_sold(
@@ -459,6 +464,7 @@ class Syncer:
         async def fetch(trade: Trade) -> Trade | None:
             async with limit:
                 try:
+                    progress.calls += 1
                     return await self.client.trade_fullinfo(shop.session, trade.tid, fields=self.fields)
                 except BusinessError as exc:
                     if exc.sub_code != "isv.trade-not-exist":

@@ -87,6 +87,8 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
         assert checkpoint is not None
         report = emu.verify_sync(checkpoint, collectors[shop_id])
         assert 0 == report.lost, (shop_id, report)
+    assert all(statuses[f"shop-{i}"].calls > 0 for i in range(1, 22))
+    assert all(statuses[f"shop-{i}"].checkpoint is not None for i in range(1, 22))
     for shop_id in broken:
         assert "paused" == statuses[shop_id].state
         assert "AuthenticationError" in (statuses[shop_id].last_error or "")
