@@ -126,6 +126,7 @@ class _Entry:
     policy: PollPolicy
     due: float = 0.0
     generation: int = 0
+    read_generation: int = 0
     batches: AsyncGenerator[Batch, None] | None = None
     poll_pages: int = 0
     queued: bool = False
@@ -319,8 +320,11 @@ class Fleet:
         status = entry.status
         status.state = "syncing"
         generation = entry.generation
+        if entry.batches is not None and entry.read_generation != generation:
+            await self._drop_read(entry)  # updated between turns: its read used the old session
         if entry.batches is None:
             entry.batches = self.syncer.batches(entry.shop)
+            entry.read_generation = generation
             entry.poll_pages = self.syncer.progress(entry.shop.id).pages
         taken = 0
         try:
