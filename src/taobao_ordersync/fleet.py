@@ -33,9 +33,11 @@ from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
     AuthenticationError,
     CheckpointConflictError,
-    CheckpointError,
+    CheckpointCorruptError,
     ConfigurationError,
+    InvalidRequestError,
     PermissionDeniedError,
+    RateLimitedError,
     SyncError,
 )
 from taobao_ordersync.models import Shop
@@ -49,7 +51,15 @@ logger = logging.getLogger("taobao_ordersync.fleet")
 Handler = Callable[[Shop, Batch], Awaitable[None]]
 State = Literal["due", "syncing", "waiting", "backing_off", "paused"]
 EventKind = Literal["synced", "paused", "backing_off", "handler_failed", "removed"]
-_PAUSING: Final = (AuthenticationError, PermissionDeniedError, CheckpointConflictError, SyncError)
+# Errors that retrying cannot fix: the shop waits for an operator (usually a new session via add()).
+_PAUSING: Final = (
+    AuthenticationError,
+    PermissionDeniedError,
+    InvalidRequestError,
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    SyncError,
+)
 
 
 @frozen(kw_only=True)
@@ -204,6 +214,8 @@ class Fleet:
             entry.generation += 1  # a read in progress uses the old session: drop it
             entry.status.failures = 0
             entry.status.last_error = None
+            if entry.status.state == "syncing" or entry.queued:
+                return  # its turn is running or coming: it sees the new generation and restarts
         self._schedule(entry, 0.0, "due")
 
     def remove(self, shop_id: str) -> None:
@@ -211,6 +223,7 @@ class Fleet:
         entry = self._entries.pop(shop_id, None)
         if entry is not None:
             entry.removed = True
+            self._release(entry, None)
             entry.generation += 1
             self._retired.append(entry)  # its open read is closed by the scheduler, not left to GC
             self._wake.set()
@@ -248,7 +261,11 @@ class Fleet:
         return [self.status(shop_id) for shop_id in self.shop_ids]
 
     async def polled(self, shop_id: str) -> None:
-        """Wait until the shop's next poll completes (it has caught up to Taobao's now - lag)."""
+        """Wait until the shop's next poll completes (it has caught up to Taobao's now - lag).
+
+        Raises the shop's error if it is paused instead, and ``asyncio.CancelledError`` if it is
+        removed or the fleet stops first.
+        """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._entries[shop_id].waiters.append(future)
         await future
@@ -265,7 +282,6 @@ class Fleet:
         if self._running:
             raise ConfigurationError("this Fleet is already running")
         self._running = True
-        self._stopping = False
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._schedule_loop())
@@ -275,8 +291,12 @@ class Fleet:
             pass
         finally:
             self._running = False
+            self._stopping = False
             for entry in list(self._entries.values()):
                 await self._drop_read(entry)
+                self._release(entry, None)
+                if entry.status.state == "syncing":
+                    entry.status.state = "due"
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -359,8 +379,7 @@ class Fleet:
         except _PAUSING as exc:
             await self._pause(entry, exc)
         except Exception as exc:  # transient trouble, store trouble, or a bug: isolate it to this shop
-            if not isinstance(exc, CheckpointError):
-                logger.warning("shop %s: sync failed: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
+            logger.warning("shop %s: sync failed: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
             await self._fail(entry, exc, "backing_off")
 
     def _finish_poll(self, entry: _Entry) -> None:
@@ -373,9 +392,20 @@ class Fleet:
         status.interval = entry.policy.next_interval(status.interval or entry.policy.min_interval, pages)
         self._schedule(entry, self._jittered(status.interval, entry.policy), "waiting")
         self._emit(FleetEvent(entry.shop.id, "synced"))
+        self._release(entry, None, polled=True)
+
+    @staticmethod
+    def _release(entry: _Entry, error: BaseException | None, *, polled: bool = False) -> None:
+        """Wake everyone waiting in ``polled()`` for this shop."""
         for waiter in entry.waiters:
-            if not waiter.done():
+            if waiter.done():
+                continue
+            if polled:
                 waiter.set_result(None)
+            elif error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.cancel()
         entry.waiters.clear()
 
     def _jittered(self, seconds: float, policy: PollPolicy) -> float:
@@ -387,13 +417,17 @@ class Fleet:
         entry.status.last_error = f"{type(exc).__name__}: {exc}"
         logger.warning("shop %s paused until it is updated: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
         self._emit(FleetEvent(entry.shop.id, "paused", exc))
+        self._release(entry, exc)
 
     async def _fail(self, entry: _Entry, exc: BaseException, kind: EventKind) -> None:
         await self._drop_read(entry)
         status = entry.status
         status.failures += 1
         status.last_error = f"{type(exc).__name__}: {exc}"
-        self._schedule(entry, self._jittered(entry.policy.backoff(status.failures), entry.policy), "backing_off")
+        delay = entry.policy.backoff(status.failures)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            delay = max(delay, exc.retry_after)  # a long ban: nothing of this app gets through before
+        self._schedule(entry, self._jittered(delay, entry.policy), "backing_off")
         self._emit(FleetEvent(entry.shop.id, kind, exc))
 
     async def _drop_read(self, entry: _Entry) -> None:

@@ -46,6 +46,8 @@ __all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
 HORIZON: Final = timedelta(days=90)
 #: Kept between the horizon and our oldest request, so a request planned now is still valid when sent.
 HORIZON_MARGIN: Final = timedelta(minutes=10)
+#: The first backfill starts this far inside the horizon, so a restart within the hour loses no scope.
+BACKFILL_MARGIN: Final = timedelta(hours=1)
 MAX_INCREMENT_SPAN: Final = timedelta(days=1)
 SECOND: Final = timedelta(seconds=1)
 
@@ -263,7 +265,7 @@ class Syncer:
 
     def _fresh(self, shop: Shop, server_now: datetime, horizon: datetime) -> Checkpoint:
         origin = server_now - self.lag
-        start = max(origin - self.backfill, horizon)
+        start = max(origin - self.backfill, horizon - HORIZON_MARGIN + BACKFILL_MARGIN)
         logger.info("shop %s: first sync; backfilling trades created %s .. %s", shop.id, start, origin)
         return Checkpoint(
             shop_id=shop.id,
