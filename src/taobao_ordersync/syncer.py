@@ -255,12 +255,14 @@ class Syncer:
                 checkpoint = self._fresh(shop, server_now, horizon)
                 yield _Commit(checkpoint)
         self._record(checkpoint)
+        clock: datetime | None = server_now
         if not checkpoint.backfill_done:
+            clock = None  # a backfill can take hours: the increments ask the clock again
             async for step in self._backfill(shop, checkpoint, horizon):
                 if isinstance(step, _Commit):
                     checkpoint = step.checkpoint
                 yield step
-        async for step in self._increments(shop, checkpoint, server_now):
+        async for step in self._increments(shop, checkpoint, clock):
             yield step
 
     def _fresh(self, shop: Shop, server_now: datetime, horizon: datetime) -> Checkpoint:
@@ -314,11 +316,12 @@ class Syncer:
             else:
                 yield step
 
-    async def _increments(self, shop: Shop, checkpoint: Checkpoint, server_now: datetime) -> _Steps:
+    async def _increments(self, shop: Shop, checkpoint: Checkpoint, server_now: datetime | None) -> _Steps:
         progress = self.progress(shop.id)
         progress.phase = "increments"
-        # Re-read the clock: a long backfill may have taken hours.
-        target = floor_second(await self.client.server_now()) - self.lag
+        if server_now is None:
+            server_now = floor_second(await self.client.server_now())
+        target = server_now - self.lag
         progress.target = target
         start = checkpoint.cursor - self.overlap
         if target <= checkpoint.cursor:
