@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -58,6 +58,12 @@ DEFAULT_TRADE_FIELDS: Final[tuple[str, ...]] = (
 )  # fmt: skip
 
 MAX_PAGE_SIZE: Final = 100
+#: How far back Taobao lists trades (top-api.md §6.2: "last three months").
+HORIZON: Final = timedelta(days=90)
+#: The longest span one increment call may cover (top-api.md §6.3).
+MAX_INCREMENT_SPAN: Final = timedelta(days=1)
+#: Above this many trades a list window tends to time out (seed article, technique 10).
+MAX_WINDOW_TRADES: Final = 20_000
 
 _BAN_PATTERN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds", re.IGNORECASE)
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Final, Literal
 
 from attrs import define, evolve, field, frozen
@@ -42,13 +43,12 @@ from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
 
 __all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
 
-#: How far back Taobao lists trades (top-api.md §6.2: "last three months").
-HORIZON: Final = timedelta(days=90)
+HORIZON: Final = _wire.HORIZON
 #: Kept between the horizon and our oldest request, so a request planned now is still valid when sent.
 HORIZON_MARGIN: Final = timedelta(minutes=10)
 #: The first backfill starts this far inside the horizon, so a restart within the hour loses no scope.
 BACKFILL_MARGIN: Final = timedelta(hours=1)
-MAX_INCREMENT_SPAN: Final = timedelta(days=1)
+MAX_INCREMENT_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 SECOND: Final = timedelta(seconds=1)
 
 Phase = Literal["backfill", "increments"]
@@ -155,7 +155,7 @@ class Syncer:
         lag: float | timedelta = 10.0,
         overlap: float | timedelta = 0.0,
         backfill: float | timedelta = HORIZON,
-        max_window_orders: int = 20_000,
+        max_window_orders: int = _wire.MAX_WINDOW_TRADES,
         page_size: int = _wire.MAX_PAGE_SIZE,
         max_window: float | timedelta = MAX_INCREMENT_SPAN,
         types: Iterable[str] = _wire.ALL_TRADE_TYPES,
@@ -422,30 +422,19 @@ class Syncer:
 
     async def _list(self, shop: Shop, phase: Phase, window: Window, *, page_no: int, use_has_next: bool) -> TradePage:
         self.progress(shop.id).calls += 1
-        fields = ("tid", "modified", "created") if self.fullinfo else self.fields
-        if phase == "backfill":
-            page = await self.client.trades_sold(
-                shop.session,
-                start_created=window.start,
-                end_created=window.end,
-                fields=fields,
-                types=window.types,
-                page_no=page_no,
-                page_size=self.page_size,
-                use_has_next=use_has_next,
-            )
-        else:
-            page = await self.client.trades_sold_increment(
-                shop.session,
-                start_modified=window.start,
-                end_modified=window.end,
-                fields=fields,
-                types=window.types,
-                page_no=page_no,
-                page_size=self.page_size,
-                use_has_next=use_has_next,
-            )
-        return page
+        fetch = (
+            partial(self.client.trades_sold, start_created=window.start, end_created=window.end)
+            if phase == "backfill"
+            else partial(self.client.trades_sold_increment, start_modified=window.start, end_modified=window.end)
+        )
+        return await fetch(
+            shop.session,
+            fields=("tid", "modified", "created") if self.fullinfo else self.fields,
+            types=window.types,
+            page_no=page_no,
+            page_size=self.page_size,
+            use_has_next=use_has_next,
+        )
 
     @staticmethod
     def _dedupe(

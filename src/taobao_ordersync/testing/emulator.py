@@ -42,9 +42,9 @@ from taobao_ordersync.testing.naive import Collector
 
 __all__ = ["Chaos", "Emulator", "ShopProfile", "VerifyReport"]
 
-HORIZON: Final = timedelta(days=90)
-MAX_SPAN: Final = timedelta(days=1)
-MAX_WINDOW_TRADES: Final = 20_000
+HORIZON: Final = _wire.HORIZON
+MAX_SPAN: Final = _wire.MAX_INCREMENT_SPAN
+MAX_WINDOW_TRADES: Final = _wire.MAX_WINDOW_TRADES
 _METHODS: Final = frozenset(
     {"taobao.time.get", "taobao.trades.sold.get", "taobao.trades.sold.increment.get", "taobao.trade.fullinfo.get"}
 )
