@@ -209,3 +209,34 @@ def test_bad_policies_are_refused(options: dict[str, Any]) -> None:
 def test_authentication_error_is_a_pause() -> None:
     """Sanity: the pausing errors include an expired session."""
     assert issubclass(AuthenticationError, Exception)
+
+
+async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:
+    """remove() stops a shop's polls and cancels anyone waiting for them; other shops go on."""
+    async with make_emulator(shops=2, seed=44) as emu:
+        calls: dict[str, int] = defaultdict(int)
+
+        async def handler(shop: Shop, batch: Batch) -> None:
+            calls[shop.id] += 1
+
+        async with client_for(emu, clock_refresh=0) as client:
+            fleet = Fleet(client, store=MemoryStore(), handler=handler, policy=FAST, lag=5)
+            for state in emu.shops:
+                fleet.add(Shop(id=state.id, session=state.session))
+            runner = asyncio.create_task(fleet.run())
+            try:
+                await asyncio.wait_for(asyncio.gather(fleet.polled("shop-1"), fleet.polled("shop-2")), 20)
+                waiting = asyncio.ensure_future(fleet.polled("shop-2"))
+                await asyncio.sleep(0)
+                fleet.remove("shop-2")
+                removed_at = calls["shop-2"]
+                emu.advance(600)
+                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+            finally:
+                fleet.stop()
+                await asyncio.wait_for(runner, 10)
+
+    assert waiting.cancelled()
+    assert removed_at == calls["shop-2"]
+    assert ["shop-1"] == fleet.shop_ids
