@@ -2,8 +2,8 @@
 
 One call of ``increments(shop)`` (or ``batches(shop)``) catches a shop up from its
 checkpoint to Taobao's ``now - lag`` and ends. The first call for a shop backfills
-trades created in the last ``backfill`` first. Each rule it keeps is one of the
-design's twelve (``docs/concepts.md``):
+trades created in the last ``backfill`` first. The rules it keeps (explained in
+``docs/concepts.md``):
 
 * windows are planned on Taobao's clock, end ``lag`` behind it, touch at their
   bounds, never exceed a day, and are split while they hold too many trades;

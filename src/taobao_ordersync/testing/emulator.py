@@ -57,11 +57,13 @@ class Chaos:
     Args:
         error_rate: transient failures: ``isp.*`` errors, HTTP 502 pages, truncated
             bodies and dropped connections, in equal shares.
-        ban_rate: code-7 bans of ``ban_seconds`` for the whole app.
+        ban_rate: code-7 bans for the whole app.
+        ban_seconds: how long each injected ban lasts (stated in ``sub_msg`` like Taobao does).
         rate_limit: calls per second per app before a 1-second code-7 ban (None: unlimited).
         move_while_paging: chance that a list page request first modifies a few trades
             of the window being read (a seller editing orders while we page).
         slow_rate: responses delayed by ``slow_seconds``.
+        slow_seconds: the delay of a slow response.
     """
 
     error_rate: float = 0.0
