@@ -18,6 +18,7 @@ import logging
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -41,7 +42,7 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.stores import SqliteStore
-from taobao_ordersync.syncer import Syncer
+from taobao_ordersync.syncer import ShopProgress, Syncer
 
 # Exit codes: one per thing the user must do differently.
 OK: Final = 0
@@ -211,7 +212,9 @@ async def _sync(args: argparse.Namespace) -> int:
     store = SqliteStore(args.store)
     sink = _SqliteSink(args.out) if args.out else _NdjsonSink(sys.stdout)
     async with TopClient(app_key, secret, url=args.url) as client:
-        syncer = Syncer(client, store=store, lag=args.lag, fullinfo=args.fullinfo)
+        syncer = Syncer(
+            client, store=store, lag=args.lag, fullinfo=args.fullinfo, on_progress=_ProgressLine(sys.stderr)
+        )
         shop = Shop(id=args.shop_id, session=session)
         while True:
             count = 0
@@ -251,6 +254,28 @@ async def _status(args: argparse.Namespace) -> int:
         behind = now - position
         print(f"{shop_id:<20} {phase:<10} {position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
     return OK
+
+
+class _ProgressLine:
+    """A progress line on stderr at most every few seconds (long backfills, big windows)."""
+
+    def __init__(self, stream: TextIO, every: float = 5.0) -> None:
+        self._stream = stream
+        self._every = every
+        self._last = time.monotonic()
+
+    def __call__(self, progress: ShopProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        behind = progress.behind
+        where = f", {str(behind).split('.')[0]} behind" if behind is not None else ""
+        print(
+            f"{progress.shop_id}: {progress.phase}, {progress.delivered} trades, {progress.pages} pages{where}",
+            file=self._stream,
+            flush=True,
+        )
 
 
 # -- sinks ----------------------------------------------------------------------------
