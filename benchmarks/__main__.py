@@ -20,7 +20,7 @@ from typing import Any
 
 from attrs import asdict, evolve
 
-from benchmarks._measure import Row, consumer_bytes_per_trade, format_notes, format_table
+from benchmarks._measure import Row, consumer_bytes_per_trade, format_fleet_tables, format_notes, format_table
 from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Sizes
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks",
         description="Benchmark Syncer against the TOP emulator and naive syncers (see docs/benchmarks.md).",
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, no memory pass: a ~15 s smoke run")
+    parser.add_argument("--quick", action="store_true", help="small sizes, no memory pass: a ~35 s smoke run")
     parser.add_argument(
         "--scenario",
         action="append",
@@ -97,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else list(argv))
     print(format_table(rows, markdown=args.markdown))
     print()
+    fleet_tables = format_fleet_tables(rows, markdown=args.markdown)
+    if fleet_tables:
+        print(fleet_tables)
+        print()
     print(format_notes(rows))
     print()
     print(

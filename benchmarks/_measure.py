@@ -20,6 +20,7 @@ __all__ = [
     "Meter",
     "Row",
     "consumer_bytes_per_trade",
+    "format_fleet_tables",
     "format_notes",
     "format_table",
     "list_calls",
@@ -182,23 +183,110 @@ def _cell(row: Row, column: str) -> str:
 
 def format_table(rows: Sequence[Row], *, markdown: bool = False) -> str:
     """The rows as an aligned text table (or a Markdown one)."""
-    header = [name for name, _ in _COLUMNS]
     cells = [[_cell(row, name) for name, _ in _COLUMNS] for row in rows]
+    return _render(_COLUMNS, cells, markdown=markdown)
+
+
+def _render(columns: Sequence[tuple[str, str]], cells: Sequence[Sequence[str]], *, markdown: bool) -> str:
+    header = [name for name, _ in columns]
     if markdown:
         lines = ["| " + " | ".join(header) + " |"]
-        lines.append("|" + "|".join("---:" if align == ">" else "---" for _, align in _COLUMNS) + "|")
+        lines.append("|" + "|".join("---:" if align == ">" else "---" for _, align in columns) + "|")
         lines += ["| " + " | ".join(line) + " |" for line in cells]
         return "\n".join(lines)
     widths = [max(len(header[i]), *(len(line[i]) for line in cells)) for i in range(len(header))]
 
     def render(values: Sequence[str]) -> str:
         return "  ".join(
-            f"{value:{align}{width}}" for value, (_, align), width in zip(values, _COLUMNS, widths, strict=True)
+            f"{value:{align}{width}}" for value, (_, align), width in zip(values, columns, widths, strict=True)
         )
 
     lines = [render(header), render(["-" * width for width in widths])]
     lines += [render(line) for line in cells]
     return "\n".join(lines)
+
+
+# -- the fleet scenario's own tables --------------------------------------------------
+
+
+def _fleet_rows(rows: Sequence[Row]) -> list[Row]:
+    return [row for row in rows if row.scenario.startswith("fleet (") and "shops" in row.notes]
+
+
+def _ratio(value: Any, digits: int = 0) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_fleet_tables(rows: Sequence[Row], *, markdown: bool = False) -> str:
+    """The ``fleet`` scenario's rate budget, CPU per poll and memory per shop ("" without fleet rows)."""
+    found = _fleet_rows(rows)
+    if not found:
+        return ""
+    first = found[0].notes
+    rate, high = f"{first['rate']:g}/s", f"{first['high rate']:g}/s"
+    budget_columns = (
+        ("shops", ">"),
+        ("backlog calls", ">"),
+        ("backlog s", ">"),
+        (f"budget used at {rate}", ">"),
+        (f"at {rate}, burst 2", ">"),
+        (f"at {high}", ">"),
+        (f"calls/s at {high}", ">"),
+        (f"CPU busy at {high}: ours / emulator", ">"),
+    )
+    budget = []
+    for row in found:
+        notes = row.notes
+        emulator = notes.get("emulator CPU busy at high rate")
+        busy = f"{_ratio(notes['process CPU busy at high rate'])} / {_ratio(emulator)}"
+        budget.append(
+            [
+                f"{notes['shops']:,}",
+                f"{notes['backlog calls']:,}",
+                f"{notes['backlog s']:.1f}",
+                _ratio(notes["budget share"], 1),
+                _ratio(notes.get("budget share with burst 2"), 1),
+                _ratio(notes["budget share at high rate"], 1),
+                f"{notes['calls/s at high rate']:,.0f}",
+                busy,
+            ]
+        )
+    cost_columns = (
+        ("shops", ">"),
+        ("CPU ms/poll: Fleet", ">"),
+        (f"bare calls, {first['concurrency']} at once", ">"),
+        ("Fleet - calls", ">"),
+        ("plain Syncer loop", ">"),
+        ("bare calls, 1 at a time", ">"),
+        ("loop - calls", ">"),
+        ("KB/shop after first sync", ">"),
+        ("after a poll", ">"),
+    )
+    cost = []
+    for row in found:
+        notes = row.notes
+        fleet, parallel = notes["CPU ms/poll fleet"], notes["CPU ms/call, calls at once"]
+        plain, calls = notes["CPU ms/poll plain"], notes["CPU ms/call, calls one at a time"]
+        after_backlog = notes.get("bytes/shop after backlog")
+        after_poll = notes.get("bytes/shop after a poll")
+        cost.append(
+            [
+                f"{notes['shops']:,}",
+                _ms(fleet),
+                _ms(parallel),
+                f"{fleet - parallel:+.3f}",
+                _ms(plain),
+                _ms(calls),
+                f"{plain - calls:+.3f}",
+                "-" if after_backlog is None else f"{after_backlog / 1000:.1f}",
+                "-" if after_poll is None else f"{after_poll / 1000:.1f}",
+            ]
+        )
+    return _render(budget_columns, budget, markdown=markdown) + "\n\n" + _render(cost_columns, cost, markdown=markdown)
 
 
 def format_notes(rows: Sequence[Row]) -> str:

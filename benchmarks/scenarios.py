@@ -1,4 +1,4 @@
-"""The benchmark scenarios: quiet, peak, backfill, shops and the seed article's mistakes.
+"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes and fleet.
 
 Every run uses the real ``TopClient`` (rate 5,000/s, ``RetryPolicy.no_wait()``) over
 loopback against the real emulator in a child process (``_remote``). Shop activity
@@ -6,6 +6,7 @@ over a poll interval is simulated at once with ``advance``; the client's local c
 moves with it (``VirtualClock``), so its clock estimate and ``clock_refresh`` behave
 as over real time. Every run ends the same way: shop activity stops, one more poll
 runs, and what the consumer kept is compared with the emulator's ground truth.
+``fleet`` (in ``_fleet``) sets its own rates and schedule.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Final
 
 from attrs import define, evolve, field, frozen
 
+from benchmarks._fleet import fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
 from taobao_ordersync import (
@@ -77,6 +79,14 @@ class Sizes:
     crash_round: int = 3
     crash_after: int = 25
     mistakes_seeds: int = 3
+    fleet_shops: tuple[int, ...] = (10, 100, 1000)
+    fleet_orders_per_day: float = 250.0  # with 1 day of history: ~250 trades, 3 pages of backfill
+    fleet_history_days: float = 1.0
+    fleet_rate: float = 50.0  # the client's rate (burst 1) while the backlog is measured
+    fleet_high_rate: float = 500.0  # the same backlog again, to see what caps the calls per second
+    fleet_concurrency: int = 16  # Fleet's default
+    fleet_burst_shops: tuple[int, ...] = (10, 100)  # sizes whose backlog also runs at burst 2 (same rate)
+    fleet_steady_polls: int = 2000  # steady-state polls per variant and size (at least 3 rounds)
 
 
 FULL: Final = Sizes()
@@ -96,6 +106,9 @@ QUICK: Final = Sizes(
     mistakes_rounds=3,
     crash_round=2,
     mistakes_seeds=1,
+    fleet_shops=(10, 100),
+    fleet_burst_shops=(10,),
+    fleet_steady_polls=500,
     memory=False,
 )
 
@@ -757,4 +770,5 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "backfill": backfill,
     "shops": shops,
     "mistakes": mistakes,
+    "fleet": fleet,
 }
