@@ -94,8 +94,13 @@ def _client(remote: RemoteEmulator, rate: float, burst: int = 1) -> TopClient:
 
 
 @define
-class _Running:
-    """A ``Fleet`` and the task running it; ``poll()`` waits until every shop completed a poll."""
+class FleetRun:
+    """A ``Fleet`` driven by the benchmark: ``poll()`` starts or wakes it and waits for every shop.
+
+    Its own schedule stays out of the way (``POLICY``: a day between polls), so polls happen
+    exactly when the benchmark's simulated clock says so. Used by the ``fleet`` and ``shops``
+    scenarios alike.
+    """
 
     fleet: Fleet
     shops: Sequence[Shop]
@@ -108,11 +113,12 @@ class _Running:
         client: TopClient,
         shops: Sequence[Shop],
         handler: Callable[[Shop, Batch], Awaitable[None]],
-        sizes: Sizes,
         *,
+        concurrency: int,
+        seed: int,
         store: MemoryStore | None = None,
         **syncer_options: Any,
-    ) -> _Running:
+    ) -> FleetRun:
         failures: list[str] = []
 
         def event(event: FleetEvent) -> None:
@@ -123,10 +129,10 @@ class _Running:
             client,
             store=store or MemoryStore(),
             handler=handler,
-            concurrency=sizes.fleet_concurrency,
+            concurrency=concurrency,
             policy=POLICY,
             on_event=event,
-            seed=sizes.seed,
+            seed=seed,
             **syncer_options,
         )
         for shop in shops:
@@ -147,7 +153,11 @@ class _Running:
             self.failures.append(f"a poll did not finish within {TIMEOUT:.0f} s")
             raise
 
-    async def stop(self) -> None:
+    @property
+    def syncer(self) -> Syncer:
+        return self.fleet.syncer
+
+    async def close(self) -> None:
         if self.task is not None:
             self.fleet.stop()
             await self.task
@@ -221,7 +231,9 @@ async def _backlog(
 
     store = MemoryStore()
     async with _client(remote, rate, burst) as client:
-        running = _Running.make(client, shops, handler, sizes, store=store)
+        running = FleetRun.make(
+            client, shops, handler, concurrency=sizes.fleet_concurrency, seed=sizes.seed, store=store
+        )
         emulator_cpu = _emulator_cpu()
         cpu = time.process_time()
         started = time.perf_counter()
@@ -233,7 +245,7 @@ async def _backlog(
             emulator_cpu = None if ended is None or emulator_cpu is None else ended - emulator_cpu
             calls = client.call_counts
         finally:
-            await running.stop()
+            await running.close()
         syncer = running.fleet.syncer
         statuses = running.fleet.statuses()
         if any(status.polls != 1 or status.state != "waiting" for status in statuses):
@@ -303,7 +315,9 @@ async def _steady(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes, s
         delivered += len(batch.trades)
 
     async with _client(remote, FAST) as client:
-        running = _Running.make(client, shops, handler, sizes, store=store)
+        running = FleetRun.make(
+            client, shops, handler, concurrency=sizes.fleet_concurrency, seed=sizes.seed, store=store
+        )
         plain = Syncer(client, store=store)
 
         async def plain_poll() -> None:
@@ -358,7 +372,7 @@ async def _steady(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes, s
                     steady.calls[name] = steady.calls.get(name, 0) + after - before
                     steady.trades[name] = steady.trades.get(name, 0) + delivered - trades
         finally:
-            await running.stop()
+            await running.close()
         steady.polls = steady.rounds * len(shops)
         steady.failures = running.failures
     return steady
@@ -388,7 +402,15 @@ async def _memory(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes) -
     try:
         base, _ = tracemalloc.get_traced_memory()
         client = _client(remote, FAST)
-        running = _Running.make(client, shops, handler, sizes, fields=LIGHT_FIELDS, backfill=LIGHT_BACKFILL)
+        running = FleetRun.make(
+            client,
+            shops,
+            handler,
+            concurrency=sizes.fleet_concurrency,
+            seed=sizes.seed,
+            fields=LIGHT_FIELDS,
+            backfill=LIGHT_BACKFILL,
+        )
         try:
             await running.poll()
             gc.collect()
@@ -399,7 +421,7 @@ async def _memory(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes) -
             after_poll, peak = tracemalloc.get_traced_memory()
             snapshot = tracemalloc.take_snapshot()
         finally:
-            await running.stop()
+            await running.close()
             await client.aclose()
     finally:
         tracemalloc.stop()

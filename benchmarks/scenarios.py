@@ -22,16 +22,13 @@ from typing import Any, Final
 
 from attrs import define, evolve, field, frozen
 
-from benchmarks._fleet import fleet
+from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
 from taobao_ordersync import (
     HORIZON,
     Batch,
-    Fleet,
-    FleetEvent,
     MemoryStore,
-    PollPolicy,
     RetryPolicy,
     Shop,
     SqliteStore,
@@ -476,7 +473,7 @@ async def _shops_run(sizes: Sizes, *, fleet: bool) -> Row:
         meter = Meter()
         driver = Driver(remote, client, meter, lambda: sum(c.deliveries for c in collectors.values()))
         runner = (
-            _FleetRunner(client, sizes, all_shops, collectors)
+            _fleet_runner(client, sizes, all_shops, collectors)
             if fleet
             else _GatherRunner(client, sizes, all_shops, collectors)
         )
@@ -558,57 +555,16 @@ class _GatherRunner:
         return None
 
 
-class _FleetRunner:
-    """A running ``Fleet``; each poll wakes every shop and waits until each has caught up.
+def _fleet_runner(
+    client: TopClient, sizes: Sizes, shops: Sequence[Shop], collectors: Mapping[str, Collector]
+) -> FleetRun:
+    """Each poll wakes every shop of a running ``Fleet`` and waits until each has caught up."""
 
-    Its own schedule is pushed out of the way (a day between polls) so that polls
-    happen exactly when the benchmark's simulated clock says so.
-    """
+    async def handler(shop: Shop, batch: Batch) -> None:
+        for trade in batch.trades:
+            collectors[shop.id].add(trade)
 
-    def __init__(
-        self, client: TopClient, sizes: Sizes, shops: Sequence[Shop], collectors: Mapping[str, Collector]
-    ) -> None:
-        async def handler(shop: Shop, batch: Batch) -> None:
-            for trade in batch.trades:
-                collectors[shop.id].add(trade)
-
-        self.failures: list[str] = []
-        self.fleet = Fleet(
-            client,
-            store=MemoryStore(),
-            handler=handler,
-            concurrency=sizes.shop_concurrency,
-            policy=PollPolicy(min_interval=86_400.0, max_interval=86_400.0, jitter=0.0),
-            on_event=self._event,
-            seed=sizes.seed,
-        )
-        self.syncer = self.fleet.syncer
-        self._shops = shops
-        self._task: asyncio.Task[None] | None = None
-        for shop in shops:
-            self.fleet.add(shop)
-
-    def _event(self, event: FleetEvent) -> None:
-        if event.kind != "synced":
-            self.failures.append(f"{event.shop_id} {event.kind}: {event.error!r}")
-
-    async def poll(self) -> None:
-        waiters = [asyncio.ensure_future(self.fleet.polled(shop.id)) for shop in self._shops]
-        await asyncio.sleep(0)  # every waiter registered before any shop can finish
-        if self._task is None:
-            self._task = asyncio.create_task(self.fleet.run())
-        else:
-            self.fleet.wake()
-        try:
-            await asyncio.wait_for(asyncio.gather(*waiters), timeout=600)
-        except TimeoutError:
-            self.failures.append("a poll did not finish within 600 s")
-            raise
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self.fleet.stop()
-            await self._task
+    return FleetRun.make(client, shops, handler, concurrency=sizes.shop_concurrency, seed=sizes.seed)
 
 
 # -- the seed article's mistakes ------------------------------------------------------
