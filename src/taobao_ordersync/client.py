@@ -293,7 +293,7 @@ class TopClient:
     async def _send(self, method: str, params: Mapping[str, _wire.ParamValue], session: str | None) -> dict[str, Any]:
         # Every attempt, retries included, waits for the ban gate and the limiter.
         while (pause := self._ban_until - self._clock.monotonic()) > 0:
-            if pause > self._retry.max_ban_wait:
+            if pause > self._retry.max_ban_wait + self._retry.ban_margin:  # a ban we chose not to wait out
                 raise RateLimitedError(
                     code=7,
                     msg="App Call Limited",
