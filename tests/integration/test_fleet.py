@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import client_for
 
 from taobao_ordersync import (
-    AuthenticationError,
     Batch,
     ConfigurationError,
     Fleet,
@@ -204,11 +203,6 @@ def test_bad_policies_are_refused(options: dict[str, Any]) -> None:
     """Invalid poll policies raise ConfigurationError."""
     with pytest.raises(ConfigurationError):
         PollPolicy(**options)
-
-
-def test_authentication_error_is_a_pause() -> None:
-    """Sanity: the pausing errors include an expired session."""
-    assert issubclass(AuthenticationError, Exception)
 
 
 async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:

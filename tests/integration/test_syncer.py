@@ -10,7 +10,6 @@ import pytest
 from tests.conftest import client_for
 
 from taobao_ordersync import (
-    Checkpoint,
     CheckpointConflictError,
     CheckpointExpiredError,
     ConfigurationError,
@@ -320,8 +319,3 @@ def test_durations_round_up_to_whole_seconds(emulator: Emulator) -> None:
 
     assert timedelta(seconds=3) == syncer.lag
     assert timedelta(seconds=1) == syncer.overlap
-
-
-def test_checkpoint_is_public_and_readable() -> None:
-    """Checkpoint is exported for status tools."""
-    assert Checkpoint.__module__.startswith("taobao_ordersync")
