@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -134,8 +136,22 @@ class SqliteStore:
         with self._session() as connection:
             return [row[0] for row in connection.execute("SELECT shop_id FROM checkpoints ORDER BY shop_id")]
 
-    def _session(self) -> _Connection:
-        return _Connection(self)
+    @contextmanager
+    def _session(self) -> Iterator[sqlite3.Connection]:
+        """One short-lived connection; sqlite3 errors become ``CheckpointError``s."""
+        try:
+            connection = self._connect()
+            try:
+                yield connection
+            finally:
+                connection.close()
+        except sqlite3.OperationalError as exc:
+            # Locked, unopenable or read-only files are store trouble, not corruption.
+            raise CheckpointError(f"{self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointCorruptError(f"{self.path}: not a usable SQLite checkpoint file: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise CheckpointError(f"{self.path}: {exc}") from exc
 
     async def load(self, shop_id: str) -> StoredCheckpoint | None:
         return await asyncio.to_thread(self._load, shop_id)
@@ -146,32 +162,3 @@ class SqliteStore:
     async def shop_ids(self) -> list[str]:
         """Every shop with a checkpoint."""
         return await asyncio.to_thread(self._shop_ids)
-
-
-class _Connection:
-    """One short-lived connection; sqlite3 errors become ``CheckpointError``."""
-
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
-        self._connection: sqlite3.Connection | None = None
-
-    def __enter__(self) -> sqlite3.Connection:
-        try:
-            self._connection = self._store._connect()
-        except sqlite3.Error as exc:
-            self.__exit__(type(exc), exc, None)
-            raise  # unreachable: __exit__ raised our error
-        return self._connection
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-        # Locked, unopenable or read-only files are store trouble; only a file
-        # that is not a database (or is damaged) is corruption.
-        if isinstance(exc, sqlite3.OperationalError):
-            raise CheckpointError(f"{self._store.path}: {exc}") from exc
-        if isinstance(exc, sqlite3.DatabaseError):
-            raise CheckpointCorruptError(f"{self._store.path}: not a usable SQLite checkpoint file: {exc}") from exc
-        if isinstance(exc, sqlite3.Error):
-            raise CheckpointError(f"{self._store.path}: {exc}") from exc
