@@ -292,11 +292,12 @@ class Fleet:
         finally:
             self._running = False
             self._stopping = False
-            for entry in list(self._entries.values()):
+            for entry in [*self._entries.values(), *self._retired]:
                 await self._drop_read(entry)
                 self._release(entry, None)
                 if entry.status.state == "syncing":
                     entry.status.state = "due"
+            self._retired.clear()
 
     async def _schedule_loop(self) -> None:
         while True:
