@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self
@@ -72,6 +72,8 @@ class TopClient:
         session: an ``aiohttp.ClientSession`` to borrow instead of owning one.
         transport: a custom ``Transport`` (overrides ``session`` and ``timeout``).
         clock: the local clock (a fake one in tests).
+        on_ban: called with the seconds every call will now wait whenever this client
+            meets a code-7 ban (a ``Worker`` uses it to pause the other processes too).
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class TopClient:
         session: aiohttp.ClientSession | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        on_ban: Callable[[float], None] | None = None,
     ) -> None:
         self._app_key = _require_text("app_key", app_key)
         self._secret = _require_text("app_secret", app_secret)
@@ -103,14 +106,16 @@ class TopClient:
             raise ConfigurationError("timeout must be > 0 seconds")
         self.url = url
         self.sign_method: SignMethod = sign_method
-        self.rate = float(rate)
+        self._rate = float(rate)
+        self._burst = burst
+        self.on_ban = on_ban
         self.simplify = simplify
         self._retry = retry or RetryPolicy()
         self._clock: Clock = clock or SystemClock()
         self._clock_refresh = clock_refresh
         self._transport: Transport = transport or AiohttpTransport(session=session, timeout=timeout)
         # One limiter per client, never module level; burst/rate keeps the spacing even.
-        self._limiter = AsyncLimiter(burst, burst / self.rate)
+        self._limiter = AsyncLimiter(burst, burst / self._rate)
         self._ban_until = 0.0
         self._estimate: ClockEstimate | None = None
         self._clock_lock = asyncio.Lock()
@@ -143,6 +148,32 @@ class TopClient:
     def app_key(self) -> str:
         """The application key this client signs with."""
         return self._app_key
+
+    @property
+    def rate(self) -> float:
+        """Calls per second this client may send; set it to re-share an app's budget.
+
+        A new rate applies to calls that start waiting after the change.
+        """
+        return self._rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        if not rate > 0:
+            raise ConfigurationError("rate must be > 0 calls per second")
+        if rate != self._rate:
+            self._rate = float(rate)
+            self._limiter = AsyncLimiter(self._burst, self._burst / self._rate)
+
+    def hold(self, seconds: float) -> None:
+        """Pause every call of this client for ``seconds`` (a ban another process met)."""
+        if seconds > 0:
+            self._ban_until = max(self._ban_until, self._clock.monotonic() + seconds)
+
+    @property
+    def held_for(self) -> float:
+        """Seconds every call of this client still waits for a ban (0 when none)."""
+        return max(0.0, self._ban_until - self._clock.monotonic())
 
     @property
     def call_counts(self) -> Mapping[str, int]:
@@ -278,7 +309,11 @@ class TopClient:
             except RateLimitedError as exc:
                 wait = exc.retry_after if exc.retry_after is not None else policy.default_ban
                 # Every call of this client waits (or, for a long ban, fails fast) behind the gate.
-                self._ban_until = max(self._ban_until, self._clock.monotonic() + wait + policy.ban_margin)
+                pause = wait + policy.ban_margin
+                news = pause > self.held_for + 0.5  # not a ban this client already knew of
+                self.hold(pause)
+                if news:
+                    self._report_ban(pause)
                 if wait > policy.max_ban_wait or bans >= policy.max_bans:
                     raise
                 bans += 1
@@ -289,6 +324,13 @@ class TopClient:
                     raise
                 clock_fixed = True
                 logger.warning("TOP refused our timestamp; re-measured Taobao's clock, retrying once")
+
+    def _report_ban(self, seconds: float) -> None:
+        if self.on_ban is not None:
+            try:
+                self.on_ban(seconds)
+            except Exception:
+                logger.exception("on_ban callback failed")
 
     async def _send(self, method: str, params: Mapping[str, _wire.ParamValue], session: str | None) -> dict[str, Any]:
         # Every attempt, retries included, waits for the ban gate and the limiter.

@@ -19,7 +19,11 @@ grouped by what the caller can do about them::
     │   └── BusinessError                         other isv.* rules, e.g. isv.trade-not-exist
     ├── CheckpointError                           checkpoint store trouble
     │   ├── CheckpointConflictError               another writer moved the checkpoint
-    │   └── CheckpointCorruptError                stored data cannot be read
+    │   │   └── LeaseLostError                    this worker's lease on the shop is gone (fencing)
+    │   ├── CheckpointCorruptError                stored data cannot be read
+    │   ├── StoreUnavailableError                 the database cannot be reached
+    │   └── SchemaVersionError                    the database was set up by a newer library
+    ├── SessionUnavailableError                   the app's session provider had no session for a shop
     └── SyncError                                 the sync engine refuses to risk a loss
         ├── CheckpointExpiredError                checkpoint older than the API's horizon
         └── WindowTooDenseError                   one second holds more than Taobao will list
@@ -44,10 +48,14 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "InvalidRequestError",
+    "LeaseLostError",
     "PermissionDeniedError",
     "RateLimitedError",
     "ResponseFormatError",
+    "SchemaVersionError",
     "ServerError",
+    "SessionUnavailableError",
+    "StoreUnavailableError",
     "SyncError",
     "TaobaoOrderSyncError",
     "TransportError",
@@ -163,8 +171,24 @@ class CheckpointConflictError(CheckpointError):
     """The checkpoint changed since it was loaded: another worker owns this shop."""
 
 
+class LeaseLostError(CheckpointConflictError):
+    """The commit carried a stale fencing token: another worker now owns the shop."""
+
+
 class CheckpointCorruptError(CheckpointError):
     """A stored checkpoint cannot be decoded."""
+
+
+class StoreUnavailableError(CheckpointError):
+    """The checkpoint database cannot be reached (down, wrong address, refused login)."""
+
+
+class SchemaVersionError(CheckpointError):
+    """The database holds a schema newer than this library understands: upgrade the library."""
+
+
+class SessionUnavailableError(TaobaoOrderSyncError):
+    """The application's session provider gave no usable session key for a shop."""
 
 
 class SyncError(TaobaoOrderSyncError):

@@ -1,0 +1,620 @@
+"""``PostgresStore``: checkpoints, the shared shop registry and leases in PostgreSQL.
+
+Needs the ``postgres`` extra (``pip install 'taobao-ordersync[postgres]'``, which
+brings asyncpg); asyncpg is imported when a store first connects, never before.
+
+Everything lives in one PostgreSQL schema (``taobao_ordersync`` by default) that
+the library creates and migrates itself, under an advisory lock so that many
+workers may start at once:
+
+- ``checkpoints``: one versioned JSON document per shop, saved by compare-and-set;
+- ``shops``: the registry, and for each shop its lease: ``owner``, ``lease_until``
+  and the fencing ``token`` handed out by a sequence at every claim;
+- ``workers``: live workers and their heartbeats (the rate budget is shared among them);
+- ``app``: the app-wide ``ban_until`` every worker honours;
+- ``schema_version``: the migrations applied.
+
+A save made through ``fenced()`` commits only while the row in ``shops`` still
+carries the worker's name and token, checked under a share lock in the same
+statement; a worker that lost its lease (a long pause, a partition) is refused
+with ``LeaseLostError`` and can never move the new owner's checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+from urllib.parse import urlsplit
+
+from attrs import frozen
+
+from taobao_ordersync._checkpoint import Checkpoint
+from taobao_ordersync._lease import LeaseRow
+from taobao_ordersync.errors import (
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    CheckpointError,
+    ConfigurationError,
+    LeaseLostError,
+    SchemaVersionError,
+    StoreUnavailableError,
+)
+from taobao_ordersync.stores import StoredCheckpoint
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["SCHEMA_VERSION", "FencedStore", "PostgresStore", "RegisteredShop", "WorkerRecord"]
+
+SCHEMA_VERSION: Final = 1
+_IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_LOCK_KEY: Final = 0x7A0B_0D5C  # advisory lock for migrations (any fixed number)
+
+# Migration n brings the schema from version n - 1 to n. Never edit a released one: add the next.
+_MIGRATIONS: Final[Mapping[int, str]] = {
+    1: """
+        CREATE TABLE {s}.checkpoints (
+            shop_id    text PRIMARY KEY,
+            revision   bigint NOT NULL,
+            data       text NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        CREATE TABLE {s}.shops (
+            shop_id     text PRIMARY KEY,
+            added_at    timestamptz NOT NULL DEFAULT now(),
+            owner       text,
+            token       bigint NOT NULL DEFAULT 0,
+            lease_until timestamptz,
+            claimed_at  timestamptz,
+            weight      double precision NOT NULL DEFAULT 0,
+            state       text,
+            behind      double precision,
+            last_error  text,
+            reported_at timestamptz
+        );
+        CREATE INDEX shops_owner ON {s}.shops (owner);
+        CREATE SEQUENCE {s}.fencing_tokens;
+        CREATE TABLE {s}.workers (
+            worker_id  text PRIMARY KEY,
+            host       text NOT NULL,
+            pid        integer NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            seen_at    timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz NOT NULL,
+            rate       double precision
+        );
+        CREATE TABLE {s}.app (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            ban_until timestamptz NOT NULL DEFAULT '-infinity'
+        );
+        INSERT INTO {s}.app DEFAULT VALUES;
+    """,
+}
+
+
+@frozen
+class RegisteredShop:
+    """One shop of the registry, as ``shops()`` and ``taobao-ordersync status`` show it.
+
+    ``lease_left`` is seconds until the owner's lease runs out (negative: expired);
+    ``behind`` how far the shop trailed Taobao's ``now - lag`` at its owner's last report.
+    """
+
+    shop_id: str
+    owner: str | None
+    lease_left: float | None
+    token: int
+    weight: float
+    state: str | None
+    behind: float | None
+    last_error: str | None
+    checkpoint: Checkpoint | None
+
+
+@frozen
+class WorkerRecord:
+    """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead."""
+
+    worker_id: str
+    host: str
+    pid: int
+    alive: bool
+    seen_ago: float
+    rate: float | None
+    shops: int
+
+
+@frozen
+class Heartbeat:
+    """What a worker learns from one heartbeat (internal to the worker)."""
+
+    renewed: frozenset[str]
+    live_workers: int
+    ban_left: float
+    next_expiry: float | None  # seconds until the next lease held by someone else runs out
+    rows: tuple[LeaseRow, ...]
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/database`` of a DSN, never its password (for messages)."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "the configured PostgreSQL server"
+    database = parts.path.lstrip("/") or "postgres"
+    return f"postgresql://{host}:{port}/{database}"
+
+
+def _import_asyncpg() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise ConfigurationError("PostgresStore needs asyncpg: pip install 'taobao-ordersync[postgres]'") from exc
+    return asyncpg
+
+
+class PostgresStore:
+    """A ``CheckpointStore`` in PostgreSQL, plus the registry and leases workers share.
+
+    Use it as an async context manager, or call ``open()`` and ``close()``::
+
+        async with PostgresStore("postgresql://app@db/orders") as store:
+            await store.add_shops("shop-1", "shop-2")
+
+    Args:
+        dsn: a libpq connection URI; its password never appears in messages.
+        schema: the PostgreSQL schema holding the library's tables (created if missing).
+        pool_size: connections kept open.
+        connect_timeout: seconds to wait for the server before ``StoreUnavailableError``.
+    """
+
+    def __init__(
+        self, dsn: str, *, schema: str = "taobao_ordersync", pool_size: int = 4, connect_timeout: float = 10.0
+    ) -> None:
+        if not str(dsn).startswith(("postgres://", "postgresql://")):
+            raise ConfigurationError("dsn must be a postgresql://user@host:port/database URI")
+        if not _IDENTIFIER.fullmatch(schema):
+            raise ConfigurationError(f"schema must be a lower-case SQL identifier, got {schema!r}")
+        if pool_size < 1 or not connect_timeout > 0:
+            raise ConfigurationError("pool_size must be >= 1 and connect_timeout > 0")
+        self._dsn = dsn
+        self.schema = schema
+        self.where = describe_dsn(dsn)
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self.round_trips = 0  # statements sent, for benchmarks and tuning
+        self.fencing_refusals = 0
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.where!r}, schema={self.schema!r})"
+
+    @property
+    def dsn(self) -> str:
+        return self._dsn
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect, and create or migrate the schema. Safe to call again."""
+        if self._pool is not None:
+            return
+        asyncpg = _import_asyncpg()
+        with self._translated("connect"):
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=self._connect_timeout
+            )
+        self._pool = pool
+        try:
+            await self.migrate()
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def connect_listener(self) -> asyncpg.Connection:
+        """A dedicated connection (for LISTEN); the caller closes it."""
+        driver = _import_asyncpg()
+        with self._translated("connect"):
+            connection: asyncpg.Connection = await driver.connect(self._dsn, timeout=self._connect_timeout)
+        return connection
+
+    def channel(self, topic: str) -> str:
+        """The NOTIFY channel of ``topic`` for this schema."""
+        return f"{self.schema}_{topic}"
+
+    async def migrate(self) -> int:
+        """Bring the schema to ``SCHEMA_VERSION``; returns the version found before."""
+        s = self.schema
+        async with self._connection("migrate") as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+            await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+            await connection.execute(f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)")
+            found = int(await connection.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version"))
+            if found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.where}: schema {s!r} is at version {found}, newer than this library's "
+                    f"{SCHEMA_VERSION}; upgrade taobao-ordersync on this machine"
+                )
+            for version in range(found + 1, SCHEMA_VERSION + 1):
+                await connection.execute(_MIGRATIONS[version].format(s=s))
+                await connection.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", version)
+            self.round_trips += 4 + 2 * (SCHEMA_VERSION - found)
+        return found
+
+    # -- CheckpointStore ---------------------------------------------------------------
+
+    async def load(self, shop_id: str) -> StoredCheckpoint | None:
+        row = await self._fetchrow(f"SELECT data, revision FROM {self.schema}.checkpoints WHERE shop_id = $1", shop_id)
+        return None if row is None else StoredCheckpoint(data=row["data"], revision=int(row["revision"]))
+
+    async def save(self, shop_id: str, data: str, *, expected_revision: int | None) -> int:
+        return await self.save_fenced(shop_id, data, expected_revision=expected_revision, fence=None)
+
+    async def save_fenced(
+        self, shop_id: str, data: str, *, expected_revision: int | None, fence: tuple[str, int] | None
+    ) -> int:
+        """``save``, and with ``fence=(owner, token)`` only while that lease still holds the shop."""
+        s = self.schema
+        if fence is None:
+            if expected_revision is None:
+                query = (
+                    f"INSERT INTO {s}.checkpoints (shop_id, revision, data) VALUES ($1, 1, $2) "
+                    "ON CONFLICT (shop_id) DO NOTHING RETURNING revision"
+                )
+                revision = await self._fetchval(query, shop_id, data)
+            else:
+                query = (
+                    f"UPDATE {s}.checkpoints SET data = $2, revision = revision + 1, updated_at = now() "
+                    "WHERE shop_id = $1 AND revision = $3 RETURNING revision"
+                )
+                revision = await self._fetchval(query, shop_id, data, expected_revision)
+        else:
+            owner, token = fence
+            # The share lock on the lease row makes a concurrent claim wait for this commit (or this
+            # commit see the claim): the new owner always loads what the old one last committed.
+            lease = f"SELECT 1 FROM {s}.shops WHERE shop_id = $1 AND owner = $3 AND token = $4 FOR SHARE"
+            if expected_revision is None:
+                query = (
+                    f"INSERT INTO {s}.checkpoints (shop_id, revision, data) SELECT $1, 1, $2 "
+                    f"WHERE EXISTS ({lease}) ON CONFLICT (shop_id) DO NOTHING RETURNING revision"
+                )
+                revision = await self._fetchval(query, shop_id, data, owner, token)
+            else:
+                query = (
+                    f"UPDATE {s}.checkpoints SET data = $2, revision = revision + 1, updated_at = now() "
+                    f"WHERE shop_id = $1 AND revision = $5 AND EXISTS ({lease}) RETURNING revision"
+                )
+                revision = await self._fetchval(query, shop_id, data, owner, token, expected_revision)
+            if revision is None:
+                holder = await self._fetchrow(f"SELECT owner, token FROM {s}.shops WHERE shop_id = $1", shop_id)
+                if holder is None or (holder["owner"], holder["token"]) != (owner, token):
+                    self.fencing_refusals += 1
+                    now_held = "nobody" if holder is None or holder["owner"] is None else repr(holder["owner"])
+                    raise LeaseLostError(
+                        f"shop {shop_id!r}: commit refused, fencing token {token} of {owner!r} is stale "
+                        f"(the shop is now held by {now_held}); the window will be read again by its owner"
+                    )
+        if revision is None:
+            raise CheckpointConflictError(
+                f"shop {shop_id!r}: checkpoint is no longer at revision {expected_revision} (None: absent); "
+                "another worker is syncing this shop"
+            )
+        return int(revision)
+
+    def fenced(self, owner: str, tokens: Mapping[str, int]) -> FencedStore:
+        """A ``CheckpointStore`` view whose saves carry ``owner``'s current token for each shop."""
+        return FencedStore(self, owner, tokens)
+
+    async def shop_ids(self) -> list[str]:
+        """Every shop with a checkpoint."""
+        rows = await self._fetch(f"SELECT shop_id FROM {self.schema}.checkpoints ORDER BY shop_id")
+        return [row["shop_id"] for row in rows]
+
+    # -- registry --------------------------------------------------------------------
+
+    async def add_shops(self, *shop_ids: str) -> int:
+        """Register shops for the workers to sync; returns how many were new."""
+        ids = _valid_ids(shop_ids)
+        query = (
+            f"INSERT INTO {self.schema}.shops (shop_id) SELECT unnest($1::text[]) "
+            "ON CONFLICT (shop_id) DO NOTHING RETURNING shop_id"
+        )
+        added = await self._fetch(query, ids)
+        await self.notify("shops", "added")
+        return len(added)
+
+    async def remove_shops(self, *shop_ids: str) -> int:
+        """Unregister shops (their owners drop them at the next heartbeat; checkpoints stay)."""
+        ids = _valid_ids(shop_ids)
+        removed = await self._fetch(
+            f"DELETE FROM {self.schema}.shops WHERE shop_id = ANY($1::text[]) RETURNING shop_id", ids
+        )
+        await self.notify("shops", "removed")
+        return len(removed)
+
+    async def shops(self) -> list[RegisteredShop]:
+        """Every registered shop with its lease, owner's last report and checkpoint."""
+        s = self.schema
+        rows = await self._fetch(
+            f"SELECT s.shop_id, s.owner, s.token, s.weight, s.state, s.behind, s.last_error, "
+            f"extract(epoch FROM s.lease_until - now())::float8 AS lease_left, c.data "
+            f"FROM {s}.shops s LEFT JOIN {s}.checkpoints c USING (shop_id) ORDER BY s.shop_id"
+        )
+        shops = []
+        for row in rows:
+            checkpoint = None
+            if row["data"] is not None:
+                try:
+                    checkpoint = Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
+                except CheckpointCorruptError:
+                    checkpoint = None
+            shops.append(
+                RegisteredShop(
+                    shop_id=row["shop_id"],
+                    owner=row["owner"],
+                    lease_left=row["lease_left"],
+                    token=int(row["token"]),
+                    weight=float(row["weight"]),
+                    state=row["state"],
+                    behind=row["behind"],
+                    last_error=row["last_error"],
+                    checkpoint=checkpoint,
+                )
+            )
+        return shops
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Registered workers, live ones first."""
+        s = self.schema
+        rows = await self._fetch(
+            f"SELECT w.worker_id, w.host, w.pid, w.rate, w.expires_at > now() AS alive, "
+            f"extract(epoch FROM now() - w.seen_at)::float8 AS seen_ago, "
+            f"(SELECT count(*) FROM {s}.shops s WHERE s.owner = w.worker_id AND s.lease_until > now()) AS shops "
+            f"FROM {s}.workers w ORDER BY alive DESC, worker_id"
+        )
+        return [
+            WorkerRecord(
+                worker_id=row["worker_id"],
+                host=row["host"],
+                pid=int(row["pid"]),
+                alive=bool(row["alive"]),
+                seen_ago=float(row["seen_ago"]),
+                rate=row["rate"],
+                shops=int(row["shops"]),
+            )
+            for row in rows
+        ]
+
+    # -- leases (used by Worker) -------------------------------------------------------
+
+    async def heartbeat(
+        self,
+        worker_id: str,
+        *,
+        host: str,
+        pid: int,
+        lease: float,
+        rate: float | None,
+        reports: Sequence[tuple[str, int, float, str | None, float | None, str | None]],
+    ) -> Heartbeat:
+        """Register the worker, renew its leases with each shop's report, and read the registry.
+
+        ``reports`` holds ``(shop_id, token, weight, state, behind, last_error)`` per held shop.
+        Three statements in one transaction.
+        """
+        s = self.schema
+        columns: list[list[Any]] = [list(column) for column in zip(*reports, strict=True)] or [[] for _ in range(6)]
+        async with self._connection("heartbeat") as connection, connection.transaction():
+            renewed = await connection.fetch(
+                f"""
+                WITH me AS (
+                    INSERT INTO {s}.workers (worker_id, host, pid, expires_at, rate)
+                    VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
+                    ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at,
+                        rate = excluded.rate, host = excluded.host, pid = excluded.pid
+                )
+                UPDATE {s}.shops AS s SET lease_until = now() + make_interval(secs => $4), weight = u.weight,
+                    state = u.state, behind = u.behind, last_error = u.last_error, reported_at = now()
+                FROM unnest($6::text[], $7::bigint[], $8::float8[], $9::text[], $10::float8[], $11::text[])
+                    AS u(shop_id, token, weight, state, behind, last_error)
+                WHERE s.shop_id = u.shop_id AND s.owner = $1 AND s.token = u.token
+                RETURNING s.shop_id
+                """,
+                worker_id, host, pid, lease, rate, *columns,
+            )  # fmt: skip
+            summary = await connection.fetchrow(
+                f"SELECT (SELECT count(*) FROM {s}.workers WHERE expires_at > now()) AS live, "
+                f"(SELECT extract(epoch FROM ban_until - now())::float8 FROM {s}.app) AS ban_left, "
+                f"(SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM {s}.shops "
+                f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
+                worker_id,
+            )
+            rows = await connection.fetch(
+                f"SELECT shop_id, CASE WHEN lease_until > now() OR owner = $1 THEN owner END AS owner, weight "
+                f"FROM {s}.shops",
+                worker_id,
+            )
+        self.round_trips += 5  # BEGIN, three statements, COMMIT
+        return Heartbeat(
+            renewed=frozenset(row["shop_id"] for row in renewed),
+            live_workers=max(1, int(summary["live"])),
+            ban_left=max(0.0, float(summary["ban_left"] or 0.0)),
+            next_expiry=summary["next_expiry"],
+            rows=tuple(LeaseRow(row["shop_id"], row["owner"], float(row["weight"])) for row in rows),
+        )
+
+    async def claim(self, worker_id: str, candidates: Sequence[str], limit: int, *, lease: float) -> dict[str, int]:
+        """Take up to ``limit`` free shops of ``candidates``; returns each claimed shop's new fencing token."""
+        if limit <= 0 or not candidates:
+            return {}
+        s = self.schema
+        rows = await self._fetch(
+            f"""
+            WITH picked AS (
+                SELECT shop_id FROM {s}.shops
+                WHERE shop_id = ANY($2::text[]) AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
+                ORDER BY weight DESC, shop_id
+                LIMIT $3
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE {s}.shops AS s SET owner = $1, token = nextval('{s}.fencing_tokens'),
+                lease_until = now() + make_interval(secs => $4), claimed_at = now(), state = 'claimed',
+                last_error = NULL, behind = NULL
+            FROM picked WHERE s.shop_id = picked.shop_id
+            RETURNING s.shop_id, s.token
+            """,
+            worker_id, list(candidates), limit, lease,
+        )  # fmt: skip
+        return {row["shop_id"]: int(row["token"]) for row in rows}
+
+    async def release(self, worker_id: str, shop_ids: Sequence[str] | None = None) -> int:
+        """Give shops back (all of the worker's when ``shop_ids`` is None) so others claim them at once."""
+        s = self.schema
+        query = f"UPDATE {s}.shops SET owner = NULL, lease_until = NULL, state = 'released' WHERE owner = $1"
+        if shop_ids is None:
+            released = await self._fetch(query + " RETURNING shop_id", worker_id)
+        else:
+            released = await self._fetch(
+                query + " AND shop_id = ANY($2::text[]) RETURNING shop_id", worker_id, list(shop_ids)
+            )
+        if released:
+            await self.notify("shops", "released")
+        return len(released)
+
+    async def retire(self, worker_id: str) -> int:
+        """Graceful exit: release every lease and unregister the worker."""
+        released = await self.release(worker_id)
+        await self._fetch(f"DELETE FROM {self.schema}.workers WHERE worker_id = $1 RETURNING 1", worker_id)
+        return released
+
+    async def record_error(self, shop_id: str, worker_id: str, error: str) -> None:
+        """Show a shop's trouble (e.g. no session) in ``status`` before the next heartbeat."""
+        await self._fetch(
+            f"UPDATE {self.schema}.shops SET last_error = $3, state = 'paused' "
+            "WHERE shop_id = $1 AND owner = $2 RETURNING 1",
+            shop_id, worker_id, error,
+        )  # fmt: skip
+
+    async def ban(self, seconds: float) -> None:
+        """Pause the whole app for ``seconds``: every worker learns it by NOTIFY and heartbeat."""
+        await self._fetch(
+            f"WITH u AS (UPDATE {self.schema}.app SET ban_until = greatest(ban_until, "
+            "now() + make_interval(secs => $1)) RETURNING 1) SELECT pg_notify($2, $1::text) FROM u",
+            seconds, self.channel("ban"),
+        )  # fmt: skip
+
+    async def notify(self, topic: str, payload: str) -> None:
+        await self._fetch("SELECT pg_notify($1, $2)", self.channel(topic), payload)
+
+    # -- plumbing --------------------------------------------------------------------
+
+    async def _fetch(self, query: str, *args: Any) -> list[Any]:
+        async with self._connection("query") as connection:
+            self.round_trips += 1
+            return list(await connection.fetch(query, *args))
+
+    async def _fetchrow(self, query: str, *args: Any) -> Any:
+        async with self._connection("query") as connection:
+            self.round_trips += 1
+            return await connection.fetchrow(query, *args)
+
+    async def _fetchval(self, query: str, *args: Any) -> Any:
+        async with self._connection("query") as connection:
+            self.round_trips += 1
+            return await connection.fetchval(query, *args)
+
+    @asynccontextmanager
+    async def _connection(self, what: str) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            await self.open()
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailableError(f"{self.where}: the store was closed")
+        with self._translated(what):
+            async with pool.acquire(timeout=self._connect_timeout) as connection:
+                yield connection
+
+    def _translated(self, what: str) -> _Translate:
+        return _Translate(self.where, what)
+
+
+class _Translate:
+    """asyncpg and socket errors become ``CheckpointError``s that name the server, never the password."""
+
+    def __init__(self, where: str, what: str) -> None:
+        self.where = where
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or isinstance(exc, CheckpointError | ConfigurationError):
+            return
+        asyncpg = _import_asyncpg()
+        unreachable = (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.InvalidCatalogNameError,
+        )
+        if isinstance(exc, unreachable):
+            detail = str(exc) or type(exc).__name__
+            raise StoreUnavailableError(f"{self.where}: cannot {self.what}: {detail}") from exc
+        if isinstance(exc, asyncpg.PostgresError):
+            raise CheckpointError(f"{self.where}: {self.what} failed: {exc}") from exc
+        if isinstance(exc, ValueError) and self.what == "connect":
+            raise ConfigurationError(f"invalid PostgreSQL DSN for {self.where}: {exc}") from exc
+
+
+def _valid_ids(shop_ids: Sequence[object]) -> list[str]:
+    ids = [shop_id for shop_id in shop_ids if isinstance(shop_id, str) and shop_id.strip()]
+    if not ids or len(ids) != len(shop_ids):
+        raise ConfigurationError("shop ids must be non-empty strings")
+    return ids
+
+
+class FencedStore:
+    """The ``CheckpointStore`` a worker's fleet uses: every save carries the shop's fencing token."""
+
+    def __init__(self, store: PostgresStore, owner: str, tokens: Mapping[str, int]) -> None:
+        self.store = store
+        self.owner = owner
+        self._tokens = tokens
+
+    def __repr__(self) -> str:
+        return f"FencedStore({self.store!r}, owner={self.owner!r})"
+
+    async def load(self, shop_id: str) -> StoredCheckpoint | None:
+        return await self.store.load(shop_id)
+
+    async def save(self, shop_id: str, data: str, *, expected_revision: int | None) -> int:
+        token = self._tokens.get(shop_id)
+        if token is None:
+            raise LeaseLostError(f"shop {shop_id!r}: worker {self.owner!r} holds no lease on it; commit refused")
+        return await self.store.save_fenced(
+            shop_id, data, expected_revision=expected_revision, fence=(self.owner, token)
+        )

@@ -1,0 +1,361 @@
+"""``Worker``: one of many processes sharing an app's shops and rate budget through PostgreSQL.
+
+Each worker runs a ``Fleet`` over the shops it leases. A heartbeat every
+``lease / 3`` seconds renews its leases (with each shop's state, lag and cost
+for ``status``), counts the live workers, takes ``rate / live`` of the app's
+budget, honours the app-wide ``ban_until``, and claims or gives back shops so
+that every worker holds a fair share (``_lease.rebalance``). A worker that dies
+stops renewing; its shops are claimed by the others as soon as the leases run
+out. Every checkpoint commit carries the shop's fencing token, so a worker
+that comes back from a long pause cannot commit over the new owner.
+
+Session keys are never stored: ``sessions(shop_id)`` (the application's
+callback) gives each shop's key when the worker claims it, and again when the
+shop's session stops working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from taobao_ordersync._lease import rebalance
+from taobao_ordersync.client import TopClient
+from taobao_ordersync.errors import (
+    AuthenticationError,
+    CheckpointConflictError,
+    CheckpointError,
+    ConfigurationError,
+    SessionUnavailableError,
+)
+from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
+from taobao_ordersync.models import Shop
+from taobao_ordersync.postgres import PostgresStore
+
+__all__ = ["SessionProvider", "Worker"]
+
+logger = logging.getLogger("taobao_ordersync.worker")
+
+SessionProvider = Callable[[str], Awaitable[str | None] | str | None]
+Report = tuple[str, int, float, str | None, float | None, str | None]  # what the heartbeat says of a shop
+_WEIGHT_SMOOTHING: Final = 0.3  # share of the newest measurement in a shop's weight
+_RELEASABLE: Final = frozenset({"waiting", "backing_off", "paused", "due"})
+
+
+class Worker:
+    """Sync this process's share of the shops registered in PostgreSQL, until stopped.
+
+    Args:
+        client: the app's ``TopClient``; its ``rate`` is the whole app's budget, of which
+            this worker uses ``rate / live workers``.
+        store: the shared ``PostgresStore`` (registry, leases, checkpoints).
+        handler: ``async handler(shop, batch)``, as for ``Fleet``.
+        sessions: ``sessions(shop_id) -> session key`` (sync or async); None or an
+            exception means "not available now": the shop is reported and retried.
+        worker_id: a unique name (default: host, pid and a random suffix).
+        lease: seconds a lease lasts without renewal; a dead worker's shops move after it.
+        heartbeat: seconds between renewals (default ``lease / 3``).
+        on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
+            carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
+        **fleet_options: ``concurrency``, ``policy``, ``turn_batches`` and ``Syncer`` options.
+    """
+
+    def __init__(
+        self,
+        client: TopClient,
+        store: PostgresStore,
+        handler: Handler,
+        sessions: SessionProvider,
+        *,
+        worker_id: str | None = None,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        on_event: Callable[[FleetEvent], None] | None = None,
+        policy: PollPolicy | None = None,
+        **fleet_options: Any,
+    ) -> None:
+        if not isinstance(store, PostgresStore):
+            raise ConfigurationError("Worker needs a PostgresStore")
+        if not callable(sessions):
+            raise ConfigurationError("sessions must be a callable: sessions(shop_id) -> session key")
+        if not lease > 0:
+            raise ConfigurationError("lease must be > 0 seconds")
+        self.heartbeat_every = heartbeat if heartbeat is not None else lease / 3
+        if not 0 < self.heartbeat_every < lease:
+            raise ConfigurationError("heartbeat must be > 0 and shorter than the lease")
+        self.client = client
+        self.store = store
+        self.sessions = sessions
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = float(lease)
+        self.budget = client.rate  # the whole app's calls per second
+        self.on_event = on_event
+        self.live_workers = 1
+        self._tokens: dict[str, int] = {}
+        self._sessions: dict[str, str] = {}
+        self._unresolved: set[str] = set()
+        self._weights: dict[str, float] = {}
+        self._calls_seen: dict[str, tuple[int, float]] = {}
+        self.fleet = Fleet(
+            client,
+            store=store.fenced(self.worker_id, self._tokens),
+            handler=handler,
+            on_event=self._fleet_event,
+            policy=policy,
+            **fleet_options,
+        )
+        self._stopping = asyncio.Event()
+        self._nudge = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_renewal: float | None = None
+        self._next_expiry: float | None = None
+        self.heartbeats = 0
+
+    def __repr__(self) -> str:
+        return f"Worker({self.worker_id!r}, {len(self._tokens)} shops, {self.store!r})"
+
+    @property
+    def shop_ids(self) -> list[str]:
+        """The shops this worker holds a lease on."""
+        return sorted(self._tokens)
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish: no partial window is committed, and every lease is released."""
+        self._stopping.set()
+        self._nudge.set()
+
+    async def run(self) -> None:
+        """Heartbeat, claim and sync until ``stop()`` (or cancellation, which skips the release)."""
+        await self.store.open()
+        listener = await self._listen()
+        self.client.on_ban = self._ban_seen
+        fleet = asyncio.create_task(self.fleet.run(), name=f"fleet {self.worker_id}")
+        try:
+            # Register, then let the others see us before we take any budget or shops: by the
+            # time we claim, every live worker has re-counted and lowered its own rate.
+            await self._beat(claim=False)
+            settled = time.monotonic() + self.heartbeat_every
+            while not self._stopping.is_set() and (left := settled - time.monotonic()) > 0:
+                await self._sleep(left)
+            while not self._stopping.is_set():
+                await self._beat(claim=True)
+                await self._sleep(self._next_beat_in())
+                if fleet.done():
+                    fleet.result()  # a crashed fleet ends the worker with its error
+                    break
+        finally:
+            self.client.on_ban = None
+            self.fleet.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fleet
+            if self._stopping.is_set():
+                with contextlib.suppress(CheckpointError):
+                    released = await self.store.retire(self.worker_id)
+                    logger.info("worker %s released %d shops", self.worker_id, released)
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
+            for task in list(self._tasks):
+                task.cancel()
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    async def _beat(self, *, claim: bool) -> None:
+        try:
+            beat = await self.store.heartbeat(
+                self.worker_id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                lease=self.lease,
+                rate=self.client.rate,
+                reports=self._reports(),
+            )
+        except CheckpointError as exc:
+            self._renewal_failed(exc)
+            return
+        self.heartbeats += 1
+        self._last_renewal = time.monotonic()
+        self._next_expiry = beat.next_expiry
+        for shop_id in set(self._tokens) - beat.renewed:
+            self._drop(shop_id, "its lease was taken over or the shop was removed")
+        self.live_workers = beat.live_workers
+        self.client.rate = self.budget / beat.live_workers
+        self.client.hold(beat.ban_left)
+        if not claim:
+            return
+        await self._retry_sessions()
+        plan = rebalance(beat.rows, self.worker_id, beat.live_workers)
+        if plan.idle:
+            return
+        for heavy in (0, 1):
+            await self._give_back(plan.release[heavy], plan.release_count[heavy])
+            claimed = await self.store.claim(
+                self.worker_id, plan.candidates[heavy], plan.claim[heavy], lease=self.lease
+            )
+            for shop_id, token in claimed.items():
+                self._tokens[shop_id] = token
+                await self._start(shop_id)
+
+    def _renewal_failed(self, exc: CheckpointError) -> None:
+        logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
+        if self._last_renewal is not None and time.monotonic() - self._last_renewal > self.lease:
+            # Our leases have run out: others may take the shops once the database is back.
+            for shop_id in list(self._tokens):
+                self._drop(shop_id, "its lease could not be renewed (database unreachable)")
+
+    def _next_beat_in(self) -> float:
+        # Wake when someone else's lease runs out, so a dead worker's shops move within one lease.
+        expiry = self._next_expiry
+        if expiry is not None and 0 <= expiry < self.heartbeat_every:
+            return expiry + 0.05
+        return self.heartbeat_every
+
+    def _reports(self) -> list[Report]:
+        now = time.monotonic()
+        reports: list[Report] = []
+        for shop_id, token in self._tokens.items():
+            if shop_id in self._unresolved or shop_id not in self.fleet.shop_ids:
+                error = f"SessionUnavailableError: no session for shop {shop_id!r}"
+                reports.append((shop_id, token, self._weights.get(shop_id, 0.0), "paused", None, error))
+                continue
+            status = self.fleet.status(shop_id)
+            calls_before, seen_at = self._calls_seen.get(shop_id, (status.calls, now))
+            if now > seen_at:
+                per_minute = max(0, status.calls - calls_before) * 60.0 / (now - seen_at)
+                old = self._weights.get(shop_id, per_minute)
+                self._weights[shop_id] = old + _WEIGHT_SMOOTHING * (per_minute - old)
+            self._calls_seen[shop_id] = (status.calls, now)
+            behind = status.behind.total_seconds() if status.behind is not None else None
+            reports.append((shop_id, token, self._weights.get(shop_id, 0.0), status.state, behind, status.last_error))
+        return reports
+
+    async def _give_back(self, candidates: tuple[str, ...], count: int) -> None:
+        if count <= 0:
+            return
+        chosen = [
+            shop_id
+            for shop_id in candidates
+            if shop_id in self._tokens
+            and (shop_id not in self.fleet.shop_ids or self.fleet.status(shop_id).state in _RELEASABLE)
+        ][:count]
+        for shop_id in chosen:
+            self._forget(shop_id)
+        if chosen:
+            await self.store.release(self.worker_id, chosen)
+            logger.info("worker %s gave back %d shops to rebalance", self.worker_id, len(chosen))
+
+    # -- shops -------------------------------------------------------------------------
+
+    async def _start(self, shop_id: str) -> None:
+        session = await self._resolve(shop_id)
+        if session is None:
+            return
+        self._sessions[shop_id] = session
+        self.fleet.add(Shop(id=shop_id, session=session))
+
+    async def _resolve(self, shop_id: str) -> str | None:
+        try:
+            result = self.sessions(shop_id)
+            session = await result if inspect.isawaitable(result) else result
+            if not isinstance(session, str) or not session.strip():
+                raise SessionUnavailableError(f"the session provider has no session for shop {shop_id!r}")
+        except Exception as exc:
+            error = exc if isinstance(exc, SessionUnavailableError) else SessionUnavailableError(
+                f"the session provider failed for shop {shop_id!r}: {type(exc).__name__}"
+            )  # fmt: skip
+            first = shop_id not in self._unresolved
+            self._unresolved.add(shop_id)
+            if first:
+                logger.warning("worker %s: %s; retrying every heartbeat", self.worker_id, error)
+                self._emit(FleetEvent(shop_id, "paused", error))
+                with contextlib.suppress(CheckpointError):
+                    await self.store.record_error(shop_id, self.worker_id, f"SessionUnavailableError: {error}")
+            return None
+        self._unresolved.discard(shop_id)
+        return session
+
+    async def _retry_sessions(self) -> None:
+        """Shops without a session, or paused on an invalid one: ask the provider again."""
+        for shop_id in list(self._tokens):
+            if shop_id in self._unresolved:
+                await self._start(shop_id)
+            elif shop_id in self.fleet.shop_ids:
+                status = self.fleet.status(shop_id)
+                if status.state == "paused" and (status.last_error or "").startswith(AuthenticationError.__name__):
+                    session = await self._resolve(shop_id)
+                    if session is not None and session != self._sessions.get(shop_id):
+                        self._sessions[shop_id] = session
+                        self.fleet.add(Shop(id=shop_id, session=session))
+
+    def _drop(self, shop_id: str, why: str) -> None:
+        """Stop syncing a shop this worker no longer holds."""
+        if shop_id not in self._tokens:
+            return
+        logger.warning("worker %s: dropped shop %s: %s", self.worker_id, shop_id, why)
+        self._forget(shop_id)
+
+    def _forget(self, shop_id: str) -> None:
+        self._tokens.pop(shop_id, None)
+        self._sessions.pop(shop_id, None)
+        self._unresolved.discard(shop_id)
+        self._calls_seen.pop(shop_id, None)
+        if shop_id in self.fleet.shop_ids:
+            self.fleet.remove(shop_id)
+
+    def _fleet_event(self, event: FleetEvent) -> None:
+        if event.kind == "paused" and isinstance(event.error, CheckpointConflictError):
+            # Refused by the fencing token (or another writer): the shop is someone else's now.
+            logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, event.error)
+            asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
+        self._emit(event)
+
+    def _emit(self, event: FleetEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("on_event callback failed for %s", event)
+
+    # -- app-wide signals ----------------------------------------------------------------
+
+    def _ban_seen(self, seconds: float) -> None:
+        """This worker met a code-7 ban: make every other worker wait too."""
+        task = asyncio.get_running_loop().create_task(self._share_ban(seconds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _share_ban(self, seconds: float) -> None:
+        try:
+            await self.store.ban(seconds)
+        except CheckpointError as exc:
+            logger.warning("worker %s: could not share a ban: %s", self.worker_id, exc)
+
+    async def _listen(self) -> Any:
+        try:
+            connection = await self.store.connect_listener()
+            await connection.add_listener(self.store.channel("ban"), self._ban_notified)
+            await connection.add_listener(self.store.channel("shops"), self._shops_notified)
+        except (CheckpointError, OSError) as exc:
+            logger.warning("worker %s: no notifications (%s); relying on heartbeats", self.worker_id, exc)
+            return None
+        return connection
+
+    def _ban_notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            self.client.hold(float(payload))
+
+    def _shops_notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._nudge.set()  # shops were added, removed or released: rebalance now
+
+    async def _sleep(self, seconds: float) -> None:
+        self._nudge.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._nudge.wait(), seconds)

@@ -1,0 +1,165 @@
+"""PostgresStore: the checkpoint contract, schema migrations, errors, registry and fenced commits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taobao_ordersync.errors import (
+    CheckpointConflictError,
+    ConfigurationError,
+    LeaseLostError,
+    SchemaVersionError,
+    StoreUnavailableError,
+)
+from taobao_ordersync.postgres import SCHEMA_VERSION, PostgresStore
+from taobao_ordersync.testing.postgres import LocalPostgres
+from taobao_ordersync.testing.store_contract import CheckpointStoreContract
+
+from .conftest import new_schema
+
+
+class TestPostgresStore(CheckpointStoreContract):
+    @pytest.fixture
+    async def store(self, pg_store: PostgresStore) -> PostgresStore:
+        """A fresh PostgresStore on its own schema."""
+        return pg_store
+
+
+async def test_many_workers_creating_the_schema_at_once_all_succeed(postgres_server: LocalPostgres) -> None:
+    """Eight stores opening one new schema together: one migrates, the others find it at the latest version."""
+    schema = new_schema()
+    stores = [PostgresStore(postgres_server.dsn, schema=schema) for _ in range(8)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        found = await asyncio.gather(*(store.migrate() for store in stores))
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+    assert [SCHEMA_VERSION] * 8 == found
+
+
+async def test_schema_newer_than_the_library_is_refused(
+    pg_store: PostgresStore, postgres_server: LocalPostgres
+) -> None:
+    """A database migrated by a newer release is not touched: the error says to upgrade."""
+    newer = f"INSERT INTO {pg_store.schema}.schema_version VALUES ($1) RETURNING 1"  # noqa: S608 - our own schema
+    await pg_store._fetch(newer, SCHEMA_VERSION + 1)
+
+    with pytest.raises(SchemaVersionError, match="upgrade taobao-ordersync"):
+        async with PostgresStore(postgres_server.dsn, schema=pg_store.schema):
+            pass
+
+
+async def test_unreachable_server_is_a_clear_error_without_the_password() -> None:
+    """Nothing listens on the port: StoreUnavailableError names host and database, never the password."""
+    store = PostgresStore("postgresql://app:hunter2@127.0.0.1:9/orders", connect_timeout=2)
+
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:9/orders") as caught:
+        await store.open()
+
+    assert "hunter2" not in str(caught.value)
+    assert "hunter2" not in repr(store)
+
+
+async def test_unknown_database_is_a_clear_error(postgres_server: LocalPostgres) -> None:
+    """A DSN naming a database that does not exist fails at open with the server's reason."""
+    store = PostgresStore(postgres_server.dsn.rsplit("/", 1)[0] + "/no_such_db")
+
+    with pytest.raises(StoreUnavailableError, match="no_such_db"):
+        await store.open()
+
+
+@pytest.mark.parametrize("dsn", ["", "mysql://x@y/z", "127.0.0.1:5432"])
+def test_dsn_must_be_a_postgres_uri(dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="postgresql://"):
+        PostgresStore(dsn)
+
+
+def test_schema_name_must_be_an_identifier() -> None:
+    with pytest.raises(ConfigurationError, match="identifier"):
+        PostgresStore("postgresql://x@y/z", schema="a; DROP TABLE shops")
+
+
+async def test_registry_add_remove_list(pg_store: PostgresStore) -> None:
+    """Shops are added once, listed with no owner, and removed."""
+    assert 2 == await pg_store.add_shops("s1", "s2")
+    assert 1 == await pg_store.add_shops("s2", "s3")
+    assert 1 == await pg_store.remove_shops("s1", "nope")
+
+    shops = await pg_store.shops()
+
+    assert ["s2", "s3"] == [shop.shop_id for shop in shops]
+    assert all(shop.owner is None and shop.checkpoint is None for shop in shops)
+
+
+async def test_concurrent_claims_never_share_a_shop(pg_store: PostgresStore) -> None:
+    """Ten workers claiming from the same 100 candidates at once: each shop goes to exactly one of them."""
+    ids = [f"s{i:03}" for i in range(100)]
+    await pg_store.add_shops(*ids)
+
+    claims = await asyncio.gather(*(pg_store.claim(f"w{n}", ids, 15, lease=30) for n in range(10)))
+
+    owned = [shop for claimed in claims for shop in claimed]
+    assert sorted(owned) == sorted(set(owned))
+    assert 100 == len(owned)
+    tokens = [token for claimed in claims for token in claimed.values()]
+    assert len(set(tokens)) == len(tokens)
+
+
+async def test_stale_fencing_token_cannot_commit(pg_store: PostgresStore) -> None:
+    """A worker whose lease was taken over is refused; the new owner's commit stands and moves on."""
+    await pg_store.add_shops("shop")
+    old = (await pg_store.claim("old", ["shop"], 1, lease=0.2))["shop"]
+    assert 1 == await pg_store.save_fenced("shop", '{"by":"old"}', expected_revision=None, fence=("old", old))
+    await asyncio.sleep(0.3)  # the old owner's lease runs out
+    new = (await pg_store.claim("new", ["shop"], 1, lease=30))["shop"]
+    assert 2 == await pg_store.save_fenced("shop", '{"by":"new"}', expected_revision=1, fence=("new", new))
+
+    with pytest.raises(LeaseLostError, match="stale"):
+        await pg_store.save_fenced("shop", '{"by":"old"}', expected_revision=2, fence=("old", old))
+
+    stored = await pg_store.load("shop")
+    assert stored is not None
+    assert ('{"by":"new"}', 2) == (stored.data, stored.revision)
+    assert 1 == pg_store.fencing_refusals
+
+
+async def test_lease_still_running_cannot_be_claimed(pg_store: PostgresStore) -> None:
+    """A live lease is skipped by other claimers."""
+    await pg_store.add_shops("shop")
+    await pg_store.claim("first", ["shop"], 1, lease=30)
+
+    assert {} == await pg_store.claim("second", ["shop"], 1, lease=30)
+
+
+async def test_valid_token_with_wrong_revision_is_a_plain_conflict(pg_store: PostgresStore) -> None:
+    """The right lease but a stale revision is a CheckpointConflictError, not a lease loss."""
+    await pg_store.add_shops("shop")
+    token = (await pg_store.claim("me", ["shop"], 1, lease=30))["shop"]
+    await pg_store.save_fenced("shop", "{}", expected_revision=None, fence=("me", token))
+
+    with pytest.raises(CheckpointConflictError) as caught:
+        await pg_store.save_fenced("shop", "{}", expected_revision=7, fence=("me", token))
+    assert not isinstance(caught.value, LeaseLostError)
+
+
+async def test_fenced_view_refuses_shops_without_a_lease(pg_store: PostgresStore) -> None:
+    """The worker's fenced view commits only shops it holds a token for."""
+    tokens: dict[str, int] = {}
+    view = pg_store.fenced("me", tokens)
+
+    with pytest.raises(LeaseLostError):
+        await view.save("shop", "{}", expected_revision=None)
+    assert None is await view.load("shop")
+
+
+async def test_released_shops_are_free_at_once(pg_store: PostgresStore) -> None:
+    """A graceful retire hands every shop back without waiting for the lease to run out."""
+    await pg_store.add_shops("a", "b")
+    await pg_store.claim("leaving", ["a", "b"], 2, lease=30)
+
+    assert 2 == await pg_store.retire("leaving")
+
+    assert {"a", "b"} == set(await pg_store.claim("staying", ["a", "b"], 2, lease=30))

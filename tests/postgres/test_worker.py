@@ -1,0 +1,201 @@
+"""Workers in one process against the emulator and a real PostgreSQL: sharing, hand-over, sessions, bans."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from attrs import evolve
+
+from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop
+from taobao_ordersync.errors import SessionUnavailableError
+from taobao_ordersync.postgres import PostgresStore
+from taobao_ordersync.testing import Chaos, Collector, Emulator
+from taobao_ordersync.testing.postgres import LocalPostgres
+from taobao_ordersync.worker import Worker
+from tests.conftest import client_for
+
+from .conftest import new_schema
+
+FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
+LEASE = 1.5
+
+
+class Cluster:
+    """N workers (each with its own client and store, as separate processes would have) on one schema."""
+
+    def __init__(self, emu: Emulator, dsn: str, schema: str, stack: AsyncExitStack) -> None:
+        self.emu = emu
+        self.dsn = dsn
+        self.schema = schema
+        self.stack = stack
+        self.collectors: dict[str, Collector] = defaultdict(Collector)
+        self.sessions: dict[str, str] = {state.id: state.session for state in emu.shops}
+        self.events: list[FleetEvent] = []
+        self.workers: list[Worker] = []
+        self.runs: list[asyncio.Task[None]] = []
+
+    async def handler(self, shop: Shop, batch: Batch) -> None:
+        for trade in batch.trades:
+            self.collectors[shop.id].add(trade)
+
+    async def start(self, name: str, *, rate: float = 400.0, **options: Any) -> Worker:
+        client = await self.stack.enter_async_context(client_for(self.emu, rate=rate, clock_refresh=0))
+        store = await self.stack.enter_async_context(PostgresStore(self.dsn, schema=self.schema))
+        worker = Worker(
+            client,
+            store,
+            self.handler,
+            self.sessions.get,
+            worker_id=name,
+            lease=LEASE,
+            on_event=self.events.append,
+            policy=FAST,
+            concurrency=4,
+            lag=5,
+            **options,
+        )
+        self.workers.append(worker)
+        self.runs.append(asyncio.create_task(worker.run()))
+        return worker
+
+    async def stop(self, worker: Worker) -> None:
+        worker.stop()
+        await asyncio.wait_for(self.runs[self.workers.index(worker)], 10)
+
+    async def synced(self, admin: PostgresStore, shop_ids: list[str], *, within: float = 60) -> None:
+        """Wait until every shop finished its backfill and its checkpoint reached Taobao's now - lag - 2 s."""
+        target = self.emu.now().timestamp() - 7
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            shops = {shop.shop_id: shop for shop in await admin.shops()}
+            if all(
+                (c := shops[shop_id].checkpoint) is not None and c.backfill_done and c.cursor.timestamp() >= target
+                for shop_id in shop_ids
+            ):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("shops did not catch up in time")
+
+    async def verify(self, admin: PostgresStore, shop_ids: list[str]) -> None:
+        for shop_id in shop_ids:
+            stored = await admin.load(shop_id)
+            assert stored is not None
+            report = self.emu.verify_sync(Checkpoint.from_json(stored.data, shop_id=shop_id), self.collectors[shop_id])
+            assert 0 == report.lost, (shop_id, report)
+
+
+@asynccontextmanager
+async def cluster(
+    make_emulator: Callable[..., Any], server: LocalPostgres, **emulator: Any
+) -> AsyncIterator[tuple[Cluster, PostgresStore]]:
+    async with make_emulator(**emulator) as emu, AsyncExitStack() as stack:
+        schema = new_schema()
+        admin = await stack.enter_async_context(PostgresStore(server.dsn, schema=schema))
+        await admin.add_shops(*(state.id for state in emu.shops))
+        group = Cluster(emu, server.dsn, schema, stack)
+        try:
+            yield group, admin
+        finally:
+            for worker in group.workers:
+                worker.stop()
+            await asyncio.gather(*group.runs, return_exceptions=True)
+
+
+async def owners(admin: PostgresStore) -> dict[str, str | None]:
+    return {shop.shop_id: shop.owner for shop in await admin.shops()}
+
+
+async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """12 shops under chaos, two workers: six shops and half the rate each, every shop complete."""
+    chaos = Chaos(error_rate=0.03, ban_rate=0.002, move_while_paging=0.2)
+    async with cluster(make_emulator, postgres_server, shops=12, seed=5, chaos=chaos) as (group, admin):
+        first = await group.start("w1")
+        second = await group.start("w2")
+        shop_ids = [state.id for state in group.emu.shops]
+
+        await group.synced(admin, shop_ids)
+
+        held = await owners(admin)
+        assert [6, 6] == sorted(list(held.values()).count(name) for name in ("w1", "w2"))
+        assert 200.0 == first.client.rate == second.client.rate
+        await group.verify(admin, shop_ids)
+
+
+async def test_a_stopping_worker_hands_its_shops_over_at_once(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """A graceful stop releases every lease: the survivor holds all shops well before a lease would run out."""
+    async with cluster(make_emulator, postgres_server, shops=6, seed=6) as (group, admin):
+        leaving = await group.start("leaving")
+        staying = await group.start("staying")
+        shop_ids = [state.id for state in group.emu.shops]
+        await group.synced(admin, shop_ids)
+
+        stopped_at = time.monotonic()
+        await group.stop(leaving)
+        while set((await owners(admin)).values()) != {"staying"}:  # noqa: ASYNC110 - polling the database
+            await asyncio.sleep(0.02)
+        handed_over = time.monotonic() - stopped_at
+
+        assert handed_over < LEASE
+        while staying.client.rate != 400.0:  # the whole budget once the leaver is unregistered
+            assert time.monotonic() - stopped_at < LEASE
+            await asyncio.sleep(0.02)
+        group.emu.advance(5)
+        await group.synced(admin, shop_ids)
+        await group.verify(admin, shop_ids)
+
+
+async def test_a_shop_without_session_is_reported_and_the_others_sync(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """The provider has no session for one shop: status shows why, the rest sync; a session later resumes it."""
+    async with cluster(make_emulator, postgres_server, shops=4, seed=7) as (group, admin):
+        missing = group.sessions.pop("shop-3")
+        await group.start("w1")
+        healthy = ["shop-1", "shop-2", "shop-4"]
+
+        await group.synced(admin, healthy)
+
+        shop = {shop.shop_id: shop for shop in await admin.shops()}["shop-3"]
+        assert shop.checkpoint is None
+        assert "SessionUnavailableError" in (shop.last_error or "")
+        assert any(
+            isinstance(event.error, SessionUnavailableError) and event.shop_id == "shop-3" for event in group.events
+        )
+        group.sessions["shop-3"] = missing
+        await group.synced(admin, ["shop-3"])
+        await group.verify(admin, [*healthy, "shop-3"])
+
+
+async def test_a_ban_met_by_one_worker_pauses_the_other(make_emulator: Any, postgres_server: LocalPostgres) -> None:
+    """Worker A meets a code-7 ban: B's client holds every call too, told by NOTIFY before its next heartbeat."""
+    async with cluster(make_emulator, postgres_server, shops=4, seed=8) as (group, admin):
+        a = await group.start("a")
+        b = await group.start("b")
+        await group.synced(admin, [state.id for state in group.emu.shops])
+        calm = group.emu.chaos
+
+        group.emu.chaos = evolve(calm, ban_rate=1.0, ban_seconds=30)
+        group.emu.advance(5)
+        for worker in (a, b):
+            for shop_id in worker.shop_ids:
+                worker.fleet.wake(shop_id)
+        while a.client.bans + b.client.bans == 0:  # noqa: ASYNC110 - polling client counters
+            await asyncio.sleep(0.01)
+        seen = time.monotonic()
+        while min(a.client.held_for, b.client.held_for) < 20:  # noqa: ASYNC110 - polling client state
+            await asyncio.sleep(0.01)
+        group.emu.chaos = calm
+
+        assert time.monotonic() - seen < LEASE / 3
+        bans = group.emu.bans_issued
+        await asyncio.sleep(0.5)
+        assert bans == group.emu.bans_issued  # both hold: nobody keeps knocking

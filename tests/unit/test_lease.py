@@ -1,0 +1,89 @@
+"""The pure rebalancing rule: every worker applying it converges to fair, heavy-spread shares."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taobao_ordersync._lease import LeaseRow, heavy_threshold, rebalance
+
+
+def settle(weights: dict[str, float], workers: list[str], owners: dict[str, str | None], seed: int) -> None:
+    """Let workers heartbeat in random order until nobody wants to change anything."""
+    rng = random.Random(seed)
+    for _ in range(50):
+        changed = False
+        for me in rng.sample(workers, len(workers)):
+            rows = [LeaseRow(shop, owners[shop], weight) for shop, weight in weights.items()]
+            plan = rebalance(rows, me, len(workers))
+            for heavy in (0, 1):
+                for shop in plan.release[heavy][: plan.release_count[heavy]]:
+                    owners[shop] = None
+                    changed = True
+                for shop in plan.candidates[heavy][: plan.claim[heavy]]:
+                    owners[shop] = me
+                    changed = True
+        if not changed:
+            return
+    raise AssertionError("rebalancing did not settle")
+
+
+@given(
+    shops=st.integers(min_value=0, max_value=120),
+    heavy=st.integers(min_value=0, max_value=12),
+    workers=st.integers(min_value=1, max_value=6),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_shares_are_even_and_heavy_shops_spread(shops: int, heavy: int, workers: int, seed: int) -> None:
+    """After settling every shop has one owner, and each worker's count and heavy count differ by at most 1."""
+    # Heavy means well above the mean: keep the big ones few enough to count as heavy.
+    heavy = min(heavy, shops // 4)
+    weights = {f"s{i}": 1.0 for i in range(shops)} | {f"big{i}": 1000.0 for i in range(heavy)}
+    names = [f"w{i}" for i in range(workers)]
+    owners: dict[str, str | None] = dict.fromkeys(weights)
+
+    settle(weights, names, owners, seed)
+
+    assert all(owner is not None for owner in owners.values())
+    counts = [sum(1 for owner in owners.values() if owner == name) for name in names]
+    bigs = [sum(1 for shop, owner in owners.items() if owner == name and shop.startswith("big")) for name in names]
+    assert max(counts) - min(counts) <= 2  # at most one per class
+    assert max(bigs) - min(bigs) <= 1
+
+
+def test_a_new_worker_gets_its_share_and_the_others_give_back() -> None:
+    """Two workers hold 100 shops; a third joins: the old ones give back, the new one claims, 34/33/33."""
+    weights = {f"s{i:03}": 1.0 for i in range(100)}
+    owners: dict[str, str | None] = {shop: ("a" if i < 50 else "b") for i, shop in enumerate(weights)}
+
+    settle(weights, ["a", "b", "c"], owners, seed=1)
+
+    counts = sorted(sum(1 for owner in owners.values() if owner == name) for name in "abc")
+    assert [33, 33, 34] == counts
+
+
+def test_shops_of_a_worker_whose_lease_still_runs_are_left_alone() -> None:
+    """A worker that just stopped heartbeating still holds its leases: the others claim only free shops."""
+    weights = {f"s{i}": 1.0 for i in range(30)}
+    owners: dict[str, str | None] = {shop: ("a" if i % 3 == 0 else None) for i, shop in enumerate(weights)}
+
+    settle(weights, ["b", "c"], owners, seed=2)
+
+    assert 10 == sum(1 for owner in owners.values() if owner == "a")
+    assert {"a", "b", "c"} == set(owners.values())
+
+
+def test_unknown_weights_make_nothing_heavy() -> None:
+    assert math.inf == heavy_threshold([0.0, 0.0])
+    assert math.inf == heavy_threshold([])
+    assert 6.0 == heavy_threshold([1.0, 3.0])
+
+
+def test_idle_when_balanced() -> None:
+    rows = [LeaseRow("a", "w1"), LeaseRow("b", "w2")]
+
+    assert rebalance(rows, "w1", 2).idle
+    assert not rebalance(rows, "w1", 1).idle or rows[1].owner == "w2"
