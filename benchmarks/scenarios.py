@@ -1,4 +1,4 @@
-"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes and fleet.
+"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes, fleet and workers.
 
 Every run uses the real ``TopClient`` (rate 5,000/s, ``RetryPolicy.no_wait()``) over
 loopback against the real emulator in a child process (``_remote``). Shop activity
@@ -25,6 +25,7 @@ from attrs import define, evolve, field, frozen
 from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
+from benchmarks._workers import workers
 from taobao_ordersync import (
     HORIZON,
     Batch,
@@ -84,6 +85,7 @@ class Sizes:
     fleet_concurrency: int = 16  # Fleet's default
     fleet_burst_shops: tuple[int, ...] = (10, 100)  # sizes whose backlog also runs at burst 2 (same rate)
     fleet_steady_polls: int = 2000  # steady-state polls per variant and size (at least 3 rounds)
+    worker_shops: int = 2000  # shops shared by 1, 2 and 4 PostgreSQL workers (``workers``)
 
 
 FULL: Final = Sizes()
@@ -106,6 +108,7 @@ QUICK: Final = Sizes(
     fleet_shops=(10, 100),
     fleet_burst_shops=(10,),
     fleet_steady_polls=500,
+    worker_shops=200,
     memory=False,
 )
 
@@ -727,4 +730,5 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "shops": shops,
     "mistakes": mistakes,
     "fleet": fleet,
+    "workers": workers,
 }

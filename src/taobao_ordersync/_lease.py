@@ -1,11 +1,12 @@
 """Sharing shops among workers (pure): which shops one worker should claim or give back.
 
-Every worker runs the same rule on the same snapshot of the shop table, so the
+Every worker runs the same rule on its snapshot of the shop table, so the
 shares converge without a coordinator. Shops fall in two classes: *heavy* ones
 (their recent call rate is well above the mean, e.g. a big seller on 11.11) and
-the rest. Each worker aims at an even share of each class, so heavy shops
-spread out instead of piling on the first worker to start, and a worker that
-joins takes its share within a heartbeat or two.
+the rest. Each worker aims at an even share of shops and holds no more than
+its share of heavy ones, so heavy shops spread out instead of piling on the
+first worker to start, and a worker that joins takes its share within a
+heartbeat or two.
 """
 
 from __future__ import annotations
@@ -34,16 +35,17 @@ class LeaseRow:
 
 @frozen
 class Rebalance:
-    """What one worker should do now: claim up to ``claim[k]`` of ``candidates[k]``, release ``release``."""
+    """What one worker should do now: claim up to ``claim`` of ``candidates`` (in that order),
+    and give back ``release_count`` of ``release`` (most expendable first)."""
 
-    claim: tuple[int, int]  # (normal, heavy)
-    candidates: tuple[tuple[str, ...], tuple[str, ...]]
-    release: tuple[tuple[str, ...], tuple[str, ...]]  # own shops it may give back, most expendable first
-    release_count: tuple[int, int]
+    claim: int
+    candidates: tuple[str, ...]
+    release_count: int
+    release: tuple[str, ...]
 
     @property
     def idle(self) -> bool:
-        return not any(self.claim) and not any(self.release_count)
+        return not self.claim and not self.release_count
 
 
 def heavy_threshold(weights: Iterable[float]) -> float:
@@ -56,47 +58,72 @@ def heavy_threshold(weights: Iterable[float]) -> float:
 def rebalance(rows: Sequence[LeaseRow], me: str, live_workers: int) -> Rebalance:
     """This worker's fair share of ``rows`` with ``live_workers`` workers alive (itself included).
 
-    Per class of ``n`` shops over ``w`` workers the aim is ``n // w`` shops each and one
-    more for ``n % w`` of them. A worker claims up to the floor, takes one of the
-    extras only when free shops exceed what the others still need for their floor,
-    and gives back above the ceiling, or at the ceiling when more workers hold an
-    extra than there are extras (the last of them by name gives way, so workers that
+    Counts: with ``n`` shops over ``w`` workers each aims at ``n // w`` and ``n % w`` of
+    them at one more. A worker claims up to that floor, takes one of the extras only when
+    the free shops exceed what the others still need for their floor, and gives back
+    above the ceiling; at the ceiling it gives one back only while another worker is
+    short and nothing is free (the last extra holders by name give way, so workers that
     see the same rows never all give back at once).
+
+    Heavy shops are claimed first, each worker up to its own even share of them, so they
+    spread instead of piling on the first worker to start. Only claims look at weight:
+    a shop whose weight changes later is never taken away for it, so shops hovering
+    around the threshold do not bounce between workers. (Counts are kept exact; heavy
+    shares may end one over when the light shops run out first.)
     """
     live = max(1, live_workers)
     threshold = heavy_threshold(row.weight for row in rows)
     holders = {row.owner for row in rows if row.owner is not None} | {me}
     unseen = max(0, live - len(holders))
-    claim = [0, 0]
-    release_count = [0, 0]
-    candidates: list[tuple[str, ...]] = []
-    release: list[tuple[str, ...]] = []
-    for heavy in (False, True):
-        group = [row for row in rows if (row.weight > threshold) is heavy]
-        floor, extras = divmod(len(group), live)
-        held = Counter(row.owner for row in group if row.owner is not None)
-        mine = held.pop(me, 0)
-        free = sorted((row for row in group if row.owner is None), key=lambda row: (-row.weight, row.shop_id))
-        others_need = sum(max(0, floor - count) for count in held.values()) + unseen * floor
-        if mine < floor:
-            claim[heavy] = min(len(free), floor - mine)
-        elif mine == floor and extras and len(free) > others_need:
-            extra_holders = sum(1 for count in held.values() if count > floor)
-            claim[heavy] = 1 if extra_holders < extras else 0
-        if mine > floor + 1:
-            release_count[heavy] = mine - floor - 1
-        elif mine == floor + 1:
-            # Too many workers hold an extra: the last ones by name give theirs back.
-            extra_holders_by_name = sorted([name for name, count in held.items() if count > floor] + [me])
-            release_count[heavy] = 1 if extra_holders_by_name.index(me) >= extras else 0
-        candidates.append(tuple(row.shop_id for row in free))
-        # Give back the lightest first: they are the cheapest to move.
-        release.append(
-            tuple(row.shop_id for row in sorted(group, key=lambda row: (row.weight, row.shop_id)) if row.owner == me)
-        )
+    floor, extras = divmod(len(rows), live)
+    held: Counter[str] = Counter(row.owner for row in rows if row.owner is not None)
+    mine = held.pop(me, 0)
+    free = [row for row in rows if row.owner is None]
+    others_need = sum(max(0, floor - count) for count in held.values()) + unseen * floor
+    extra_holders = sorted([name for name, count in held.items() if count > floor])
+
+    claim = _room(mine, held, floor, extras, len(free), unseen)
+    release_count = 0
+    if mine > floor + 1 or (mine > floor and not extras):
+        release_count = mine - floor - (1 if extras else 0)
+    elif mine == floor + 1 and others_need > len(free):
+        release_count = 1 if sorted([*extra_holders, me]).index(me) >= extras else 0
+
+    heavy_rows = [row for row in rows if row.weight > threshold]
+    heavy_floor, heavy_extras = divmod(len(heavy_rows), live)
+    heavy_held: Counter[str] = Counter(row.owner for row in heavy_rows if row.owner is not None)
+    heavy_held.pop(me, None)
+    heavy_free = sum(1 for row in heavy_rows if row.owner is None)
+    my_heavy = sorted((row for row in heavy_rows if row.owner == me), key=_lightest)
+    my_normal = sorted((row for row in rows if row.owner == me and row.weight <= threshold), key=_lightest)
+    heavy_room = _room(len(my_heavy), heavy_held, heavy_floor, heavy_extras, heavy_free, live - 1 - len(heavy_held))
+    order = [*my_normal, *my_heavy]  # light shops are the cheapest to move
+    # The heaviest free shops first, no more of them than this worker's heavy room, then the
+    # others; heavy shops beyond the room come last, so no shop is ever left without an owner.
+    by_weight = sorted(free, key=lambda row: (-row.weight, row.shop_id))
+    heavy_free_rows = [row for row in by_weight if row.weight > threshold]
+    normal_free_rows = [row for row in by_weight if row.weight <= threshold]
+    candidates = [*heavy_free_rows[:heavy_room], *normal_free_rows, *heavy_free_rows[heavy_room:]]
     return Rebalance(
-        claim=(claim[0], claim[1]),
-        candidates=(candidates[0], candidates[1]),
-        release=(release[0], release[1]),
-        release_count=(release_count[0], release_count[1]),
+        claim=min(claim, len(candidates)),
+        candidates=tuple(row.shop_id for row in candidates),
+        release_count=release_count,
+        release=tuple(row.shop_id for row in order),
     )
+
+
+def _room(mine: int, others: Counter[str], floor: int, extras: int, free: int, unseen: int) -> int:
+    """How many more shops of a kind one worker may claim: up to the floor, then one extra
+    while free shops exceed the others' shortfall and an extra is still unheld."""
+    if mine > floor:
+        return 0
+    room = min(free, floor - mine)
+    shortfall = sum(max(0, floor - count) for count in others.values()) + max(0, unseen) * floor
+    extra_holders = sum(1 for count in others.values() if count > floor)
+    if extras and free - room > shortfall and extra_holders < extras:
+        room += 1
+    return room
+
+
+def _lightest(row: LeaseRow) -> tuple[float, str]:
+    return (row.weight, row.shop_id)

@@ -2,7 +2,9 @@
 
 Commands: ``demo`` (a verified sync of a realistic shop on the emulator),
 ``emulator`` (serve the TOP emulator), ``sync`` (sync one real shop to NDJSON or
-a SQLite table), ``status`` (each shop's checkpoint). User errors end with one
+a SQLite table), ``worker`` (one of many processes sharing shops through
+PostgreSQL), ``shops`` (the PostgreSQL registry), ``status`` (each shop's
+checkpoint, and with PostgreSQL its owner and lease). User errors end with one
 line on stderr and a distinct exit code, never a traceback.
 
 The CLI is the outermost edge: it alone imports ``taobao_ordersync.testing``, and
@@ -18,9 +20,10 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -59,6 +62,7 @@ API: Final = 10  # any other TOP error
 INTERRUPTED: Final = 130
 
 ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
+ENV_POSTGRES = "TAOBAO_ORDERSYNC_POSTGRES"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,9 +99,44 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
     sync.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
 
-    status = commands.add_parser("status", help="show each shop's checkpoint")
-    status.add_argument("--store", required=True, type=Path, help="SQLite checkpoint file")
+    worker = commands.add_parser(
+        "worker", help="sync this process's share of the shops registered in PostgreSQL, until interrupted"
+    )
+    _credentials(worker)
+    _postgres(worker)
+    worker.add_argument(
+        "--sessions", required=True, type=Path, help="JSON file {shop_id: session key}, re-read when it changes"
+    )
+    worker.add_argument("--out", type=Path, help='append trades as NDJSON {"shop_id", "trade"} here (default stdout)')
+    worker.add_argument("--rate", type=float, default=10.0, help="the app's calls per second, shared by all workers")
+    worker.add_argument("--burst", type=_positive_int, default=1, help="calls allowed back to back (default 1)")
+    worker.add_argument("--lease", type=float, default=30.0, help="seconds a shop's lease lasts (default 30)")
+    worker.add_argument("--concurrency", type=_positive_int, default=16, help="shops read at once (default 16)")
+    worker.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
+    worker.add_argument("--min-interval", type=float, default=60.0, help="fastest poll of a quiet shop, seconds")
+    worker.add_argument("--max-interval", type=float, default=600.0, help="slowest poll of a quiet shop, seconds")
+    worker.add_argument("--worker-id", help="a unique name (default: host, pid and a random suffix)")
+    worker.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+
+    shops = commands.add_parser("shops", help="add, remove or list the shops workers share (PostgreSQL)")
+    shops_commands = shops.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "register shops"), ("remove", "unregister shops (checkpoints stay)")):
+        sub = shops_commands.add_parser(action, help=text)
+        _postgres(sub)
+        sub.add_argument("shop_ids", nargs="+", metavar="SHOP_ID")
+    _postgres(shops_commands.add_parser("list", help="every registered shop with its owner and lease"))
+
+    status = commands.add_parser("status", help="show each shop's checkpoint (and with PostgreSQL, owner and lease)")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--store", type=Path, help="SQLite checkpoint file")
+    where.add_argument("--postgres", metavar="DSN", help=f"PostgreSQL URI of the shared registry (or ${ENV_POSTGRES})")
+    status.add_argument("--schema", default="taobao_ordersync", help="PostgreSQL schema (default taobao_ordersync)")
     return parser
+
+
+def _postgres(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--postgres", metavar="DSN", help=f"PostgreSQL URI (or ${ENV_POSTGRES})")
+    parser.add_argument("--schema", default="taobao_ordersync", help="PostgreSQL schema (default taobao_ordersync)")
 
 
 def _credentials(parser: argparse.ArgumentParser) -> None:
@@ -121,7 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    handler = {"demo": _demo, "emulator": _emulator, "sync": _sync, "status": _status}[args.command]
+    handler = {
+        "demo": _demo,
+        "emulator": _emulator,
+        "sync": _sync,
+        "status": _status,
+        "worker": _worker,
+        "shops": _shops,
+    }[args.command]
     try:
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
@@ -233,6 +279,8 @@ async def _sync(args: argparse.Namespace) -> int:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    if args.store is None:
+        return await _postgres_status(args)
     if not args.store.exists():
         raise ConfigurationError(f"no checkpoint file at {args.store}")
     store = SqliteStore(args.store)
@@ -253,6 +301,179 @@ async def _status(args: argparse.Namespace) -> int:
         phase = "increments" if checkpoint.backfill_done else "backfill"
         behind = now - position
         print(f"{shop_id:<20} {phase:<10} {position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
+    return OK
+
+
+# -- PostgreSQL workers ---------------------------------------------------------------
+
+
+def _open_postgres(args: argparse.Namespace) -> Any:
+    from taobao_ordersync.postgres import PostgresStore
+
+    dsn = args.postgres or os.environ.get(ENV_POSTGRES)
+    if not dsn:
+        raise ConfigurationError(f"missing PostgreSQL URI: pass --postgres or set ${ENV_POSTGRES}")
+    return PostgresStore(dsn, schema=args.schema)
+
+
+class _SessionFile:
+    """Session keys from a JSON file ``{shop_id: session}``, re-read whenever it changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[float, int] | None = None
+        self._sessions: dict[str, str] = {}
+        self._load()  # a wrong path fails at start, not at the first claim
+
+    def _load(self) -> None:
+        try:
+            stat = self.path.stat()
+            if self._stamp == (stat.st_mtime, stat.st_size):
+                return
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"--sessions {self.path}: not a readable JSON file: {exc}") from exc
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise ConfigurationError(f"--sessions {self.path}: expected a JSON object of shop id -> session key")
+        self._sessions = data
+        self._stamp = (stat.st_mtime, stat.st_size)
+
+    def __call__(self, shop_id: str) -> str | None:
+        self._load()
+        return self._sessions.get(shop_id)
+
+
+class _ShopNdjsonSink:
+    """One line per trade, ``{"shop_id": ..., "trade": {...}}``, flushed before the batch counts as done."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()  # batches of many shops are written from several threads at once
+
+    def write(self, shop_id: str, trades: Sequence[Trade]) -> None:
+        lines = [
+            json.dumps({"shop_id": shop_id, "trade": trade.raw}, ensure_ascii=False, default=_jsonable) + "\n"
+            for trade in trades
+        ]
+        with self._lock:
+            self._stream.write("".join(lines))
+            self._stream.flush()
+
+
+def _open_append(path: Path) -> TextIO:
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"--out {path}: {exc.strerror}") from exc
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from taobao_ordersync.fleet import FleetEvent, PollPolicy
+    from taobao_ordersync.syncer import Batch
+    from taobao_ordersync.worker import Worker
+
+    app_key = _require(args.app_key, ENV_KEY, "app key")
+    secret = _require(args.app_secret, ENV_SECRET, "app secret")
+    if not args.rate > 0 or not args.lease > 0:
+        raise ConfigurationError("--rate and --lease must be > 0")
+    sessions = _SessionFile(args.sessions)
+    store = _open_postgres(args)
+    policy = PollPolicy(min_interval=args.min_interval, max_interval=args.max_interval)
+    out = _open_append(args.out) if args.out else sys.stdout
+    sink = _ShopNdjsonSink(out)
+
+    async def handler(shop: Shop, batch: Batch) -> None:
+        await asyncio.to_thread(sink.write, shop.id, batch.trades)  # flushed before the batch counts as done
+
+    def report(event: FleetEvent) -> None:
+        if event.kind in ("paused", "removed"):
+            why = f": {event.error}" if event.error is not None else ""
+            print(f"shop {event.shop_id}: {event.kind}{why}", file=sys.stderr, flush=True)
+
+    try:
+        async with store, TopClient(app_key, secret, url=args.url, rate=args.rate, burst=args.burst) as client:
+            worker = Worker(
+                client,
+                store,
+                handler,
+                sessions,
+                worker_id=args.worker_id,
+                lease=args.lease,
+                on_event=report,
+                policy=policy,
+                concurrency=args.concurrency,
+                lag=args.lag,
+                fullinfo=args.fullinfo,
+            )
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, worker.stop)
+            print(f"worker {worker.worker_id} started on {store.where}", file=sys.stderr, flush=True)
+            await worker.run()
+            print(
+                f"worker {worker.worker_id} stopped: {sum(client.call_counts.values())} calls, "
+                f"{store.fencing_refusals} commits refused by fencing",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return OK
+
+
+async def _shops(args: argparse.Namespace) -> int:
+    async with _open_postgres(args) as store:
+        if args.action == "add":
+            added = await store.add_shops(*args.shop_ids)
+            print(f"added {added} shops ({len(args.shop_ids) - added} were registered already)")
+        elif args.action == "remove":
+            removed = await store.remove_shops(*args.shop_ids)
+            print(f"removed {removed} shops")
+        else:
+            for shop in await store.shops():
+                print(f"{shop.shop_id}\t{shop.owner or '-'}\t{_lease_text(shop.lease_left)}")
+    return OK
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _lease_text(left: float | None) -> str:
+    if left is None:
+        return "free"
+    return f"{left:.0f}s left" if left >= 0 else f"expired {-left:.0f}s ago"
+
+
+async def _postgres_status(args: argparse.Namespace) -> int:
+    async with _open_postgres(args) as store:
+        shops = await store.shops()
+        workers = await store.workers()
+    live = [w for w in workers if w.alive]
+    print(f"{len(live)} live workers, {len(shops)} shops")
+    for w in live:
+        rate = f"{w.rate:.2f}/s" if w.rate is not None else "-"
+        print(
+            f"  worker {w.worker_id} ({w.host}, pid {w.pid}): {w.shops} shops, rate {rate}, seen {w.seen_ago:.0f}s ago"
+        )
+    header = f"{'shop':<16} {'owner':<24} {'lease':<16} {'state':<12} {'phase':<10} {'checkpoint (CST)':<20} behind"
+    print(header)
+    for shop in shops:
+        checkpoint = shop.checkpoint
+        if checkpoint is None:
+            phase, position = "-", "-"
+        else:
+            phase = "increments" if checkpoint.backfill_done else "backfill"
+            position = f"{(checkpoint.backfilled_to or checkpoint.cursor):%Y-%m-%d %H:%M:%S}"
+        behind = _duration(shop.behind) if shop.behind is not None else "-"
+        error = f"  {shop.last_error}" if shop.last_error else ""
+        print(
+            f"{shop.shop_id:<16} {(shop.owner or '-'):<24} {_lease_text(shop.lease_left):<16} "
+            f"{(shop.state or '-'):<12} {phase:<10} {position:<20} {behind}{error}"
+        )
     return OK
 
 

@@ -447,10 +447,9 @@ class PostgresStore:
                 f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
                 worker_id,
             )
+            # Leases renewed above are visible here; an expired one shows free, even if it was ours.
             rows = await connection.fetch(
-                f"SELECT shop_id, CASE WHEN lease_until > now() OR owner = $1 THEN owner END AS owner, weight "
-                f"FROM {s}.shops",
-                worker_id,
+                f"SELECT shop_id, CASE WHEN lease_until > now() THEN owner END AS owner, weight FROM {s}.shops"
             )
         self.round_trips += 5  # BEGIN, three statements, COMMIT
         return Heartbeat(
@@ -471,7 +470,7 @@ class PostgresStore:
             WITH picked AS (
                 SELECT shop_id FROM {s}.shops
                 WHERE shop_id = ANY($2::text[]) AND (owner IS NULL OR lease_until IS NULL OR lease_until <= now())
-                ORDER BY weight DESC, shop_id
+                ORDER BY array_position($2::text[], shop_id)
                 LIMIT $3
                 FOR UPDATE SKIP LOCKED
             )

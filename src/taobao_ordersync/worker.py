@@ -195,14 +195,11 @@ class Worker:
         plan = rebalance(beat.rows, self.worker_id, beat.live_workers)
         if plan.idle:
             return
-        for heavy in (0, 1):
-            await self._give_back(plan.release[heavy], plan.release_count[heavy])
-            claimed = await self.store.claim(
-                self.worker_id, plan.candidates[heavy], plan.claim[heavy], lease=self.lease
-            )
-            for shop_id, token in claimed.items():
-                self._tokens[shop_id] = token
-                await self._start(shop_id)
+        await self._give_back(plan.release, plan.release_count)
+        claimed = await self.store.claim(self.worker_id, plan.candidates, plan.claim, lease=self.lease)
+        for shop_id, token in claimed.items():
+            self._tokens[shop_id] = token
+            await self._start(shop_id)
 
     def _renewal_failed(self, exc: CheckpointError) -> None:
         logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)

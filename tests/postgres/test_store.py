@@ -44,7 +44,7 @@ async def test_schema_newer_than_the_library_is_refused(
     pg_store: PostgresStore, postgres_server: LocalPostgres
 ) -> None:
     """A database migrated by a newer release is not touched: the error says to upgrade."""
-    newer = f"INSERT INTO {pg_store.schema}.schema_version VALUES ($1) RETURNING 1"  # noqa: S608 - our own schema
+    newer = f"INSERT INTO {pg_store.schema}.schema_version VALUES ($1) RETURNING 1"
     await pg_store._fetch(newer, SCHEMA_VERSION + 1)
 
     with pytest.raises(SchemaVersionError, match="upgrade taobao-ordersync"):

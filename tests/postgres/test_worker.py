@@ -199,3 +199,28 @@ async def test_a_ban_met_by_one_worker_pauses_the_other(make_emulator: Any, post
         bans = group.emu.bans_issued
         await asyncio.sleep(0.5)
         assert bans == group.emu.bans_issued  # both hold: nobody keeps knocking
+
+
+async def test_workers_pause_while_postgres_is_down_and_take_their_shops_back(make_emulator: Any) -> None:
+    """PostgreSQL stops for longer than a lease: the worker drops its shops, then re-claims them and loses nothing."""
+    with LocalPostgres() as server:
+        async with cluster(make_emulator, server, shops=3, seed=9) as (group, admin):
+            worker = await group.start("lonely")
+            shop_ids = [state.id for state in group.emu.shops]
+            await group.synced(admin, shop_ids)
+
+            await asyncio.to_thread(server.halt)
+            dropped_at = time.monotonic()
+            while worker.shop_ids:
+                assert time.monotonic() - dropped_at < 4 * LEASE
+                await asyncio.sleep(0.05)
+            before = len(group.collectors["shop-1"].newest)
+            group.emu.flash_sale("shop-1", 300, seconds=2)
+            await asyncio.to_thread(server.resume)
+
+            while len(group.collectors["shop-1"].newest) < before + 300:
+                assert time.monotonic() - dropped_at < 30, "the shops were not taken back"
+                await asyncio.sleep(0.05)
+            await group.synced(admin, shop_ids)
+            assert {"lonely"} == set((await owners(admin)).values())
+            await group.verify(admin, shop_ids)

@@ -19,13 +19,12 @@ def settle(weights: dict[str, float], workers: list[str], owners: dict[str, str 
         for me in rng.sample(workers, len(workers)):
             rows = [LeaseRow(shop, owners[shop], weight) for shop, weight in weights.items()]
             plan = rebalance(rows, me, len(workers))
-            for heavy in (0, 1):
-                for shop in plan.release[heavy][: plan.release_count[heavy]]:
-                    owners[shop] = None
-                    changed = True
-                for shop in plan.candidates[heavy][: plan.claim[heavy]]:
-                    owners[shop] = me
-                    changed = True
+            for shop in plan.release[: plan.release_count]:
+                owners[shop] = None
+                changed = True
+            for shop in plan.candidates[: plan.claim]:
+                owners[shop] = me
+                changed = True
         if not changed:
             return
     raise AssertionError("rebalancing did not settle")
@@ -38,7 +37,7 @@ def settle(weights: dict[str, float], workers: list[str], owners: dict[str, str 
     seed=st.integers(min_value=0, max_value=1000),
 )
 def test_shares_are_even_and_heavy_shops_spread(shops: int, heavy: int, workers: int, seed: int) -> None:
-    """After settling every shop has one owner, and each worker's count and heavy count differ by at most 1."""
+    """After settling every shop has one owner, counts differ by at most 1, heavy shops are spread."""
     # Heavy means well above the mean: keep the big ones few enough to count as heavy.
     heavy = min(heavy, shops // 4)
     weights = {f"s{i}": 1.0 for i in range(shops)} | {f"big{i}": 1000.0 for i in range(heavy)}
@@ -50,8 +49,8 @@ def test_shares_are_even_and_heavy_shops_spread(shops: int, heavy: int, workers:
     assert all(owner is not None for owner in owners.values())
     counts = [sum(1 for owner in owners.values() if owner == name) for name in names]
     bigs = [sum(1 for shop, owner in owners.items() if owner == name and shop.startswith("big")) for name in names]
-    assert max(counts) - min(counts) <= 2  # at most one per class
-    assert max(bigs) - min(bigs) <= 1
+    assert max(counts) - min(counts) <= 1
+    assert max(bigs) <= math.ceil(heavy / workers) + 1  # never piled on one worker
 
 
 def test_a_new_worker_gets_its_share_and_the_others_give_back() -> None:

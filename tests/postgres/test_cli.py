@@ -1,0 +1,87 @@
+"""The PostgreSQL commands of the CLI: shops add/remove/list, status, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from taobao_ordersync import cli
+from taobao_ordersync.testing.postgres import LocalPostgres
+
+from .conftest import new_schema
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_shops_add_list_remove_and_status(postgres_server: LocalPostgres, capsys: pytest.CaptureFixture[str]) -> None:
+    """The registry round trip through the CLI, and a status table with one line per shop."""
+    where = ["--postgres", postgres_server.dsn, "--schema", new_schema()]
+
+    assert (0, "added 3 shops (0 were registered already)\n") == run(["shops", "add", *where, "a", "b", "c"], capsys)[
+        :2
+    ]
+    assert (0, "added 0 shops (1 were registered already)\n") == run(["shops", "add", *where, "a"], capsys)[:2]
+    assert (0, "removed 1 shops\n") == run(["shops", "remove", *where, "b"], capsys)[:2]
+    code, out, _ = run(["shops", "list", *where], capsys)
+    assert 0 == code
+    assert ["a\t-\tfree", "c\t-\tfree"] == out.splitlines()
+
+    code, out, _ = run(["status", *where], capsys)
+
+    assert 0 == code
+    lines = out.splitlines()
+    assert "0 live workers, 2 shops" == lines[0]
+    assert ["a", "c"] == [line.split()[0] for line in lines[2:]]
+
+
+def test_dsn_from_the_environment(
+    postgres_server: LocalPostgres, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cli.ENV_POSTGRES, postgres_server.dsn)
+
+    assert 0 == run(["shops", "list", "--schema", new_schema()], capsys)[0]
+
+
+def test_missing_dsn_is_a_configuration_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(cli.ENV_POSTGRES, raising=False)
+
+    code, _, err = run(["shops", "list"], capsys)
+
+    assert cli.CONFIG == code
+    assert f"pass --postgres or set ${cli.ENV_POSTGRES}" in err
+
+
+def test_unreachable_database_is_one_line_without_password(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["status", "--postgres", "postgresql://app:s3cret@127.0.0.1:9/orders"], capsys)
+
+    assert cli.STORE == code
+    assert 1 == len(err.splitlines())
+    assert "127.0.0.1:9/orders" in err
+    assert "s3cret" not in err
+
+
+def test_worker_with_an_unreadable_sessions_file_stops_at_once(
+    tmp_path: Path, postgres_server: LocalPostgres, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong --sessions path or content is reported before anything connects."""
+    monkeypatch.setenv(cli.ENV_KEY, "test")
+    monkeypatch.setenv(cli.ENV_SECRET, "test")
+    bad = tmp_path / "sessions.json"
+    bad.write_text(json.dumps(["not", "a", "mapping"]))
+    base = ["worker", "--postgres", postgres_server.dsn, "--url", "http://127.0.0.1:9/router/rest"]
+
+    missing = run([*base, "--sessions", str(tmp_path / "nope.json")], capsys)
+    wrong = run([*base, "--sessions", str(bad)], capsys)
+
+    assert cli.CONFIG == missing[0]
+    assert "not a readable JSON file" in missing[2]
+    assert cli.CONFIG == wrong[0]
+    assert "expected a JSON object" in wrong[2]
