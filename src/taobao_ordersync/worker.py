@@ -272,7 +272,7 @@ class Worker:
             self._unresolved.add(shop_id)
             if first:
                 logger.warning("worker %s: %s; retrying every heartbeat", self.worker_id, error)
-                self._emit(FleetEvent(shop_id, "paused", error))
+                self.fleet._emit(FleetEvent(shop_id, "paused", error))  # through the fleet's guarded callback
                 with contextlib.suppress(CheckpointError):
                     await self.store.record_error(shop_id, self.worker_id, f"SessionUnavailableError: {error}")
             return None
@@ -312,14 +312,8 @@ class Worker:
             # Refused by the fencing token (or another writer): the shop is someone else's now.
             logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, event.error)
             asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
-        self._emit(event)
-
-    def _emit(self, event: FleetEvent) -> None:
         if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except Exception:
-                logger.exception("on_event callback failed for %s", event)
+            self.on_event(event)  # the fleet guards this call: a failing callback is logged, not raised
 
     # -- app-wide signals ----------------------------------------------------------------
 
