@@ -38,7 +38,7 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
 from taobao_ordersync.models import Shop
-from taobao_ordersync.postgres import PostgresStore
+from taobao_ordersync.postgres import Heartbeat, PostgresStore
 
 __all__ = ["SessionProvider", "Worker"]
 
@@ -189,13 +189,19 @@ class Worker:
         self.live_workers = beat.live_workers
         self.client.rate = self.budget / beat.live_workers
         self.client.hold(beat.ban_left)
-        if not claim:
-            return
+        if claim:
+            try:
+                await self._rebalance(beat)
+            except CheckpointError as exc:  # the database went away mid-beat: the next beat tries again
+                logger.warning("worker %s: rebalancing failed: %s", self.worker_id, exc)
+
+    async def _rebalance(self, beat: Heartbeat) -> None:
         await self._retry_sessions()
         plan = rebalance(beat.rows, self.worker_id, beat.live_workers)
         if plan.idle:
             return
         await self._give_back(plan.release, plan.release_count)
+        # A claim whose reply is lost leaves shops leased to us unknowingly: they expire and move on.
         claimed = await self.store.claim(self.worker_id, plan.candidates, plan.claim, lease=self.lease)
         for shop_id, token in claimed.items():
             self._tokens[shop_id] = token
