@@ -44,8 +44,12 @@ def test_dsn_from_the_environment(
     postgres_server: LocalPostgres, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(cli.ENV_POSTGRES, postgres_server.dsn)
+    schema = new_schema()
 
-    assert 0 == run(["shops", "list", "--schema", new_schema()], capsys)[0]
+    assert 0 == run(["shops", "add", "--schema", schema, "a"], capsys)[0]
+    assert (0, "a\t-\tfree\n") == run(["shops", "list", "--schema", schema], capsys)[:2]
+    code, out, _ = run(["status", "--schema", schema], capsys)
+    assert (0, "0 live workers, 1 shops") == (code, out.splitlines()[0])
 
 
 def test_missing_dsn_is_a_configuration_error(
