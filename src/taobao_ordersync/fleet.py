@@ -243,6 +243,10 @@ class Fleet:
     def shop_ids(self) -> list[str]:
         return sorted(self._entries)
 
+    def __contains__(self, shop_id: object) -> bool:
+        """Whether the fleet syncs this shop (cheaper than ``shop_id in fleet.shop_ids``)."""
+        return shop_id in self._entries
+
     def status(self, shop_id: str) -> ShopStatus:
         """The live status of one shop."""
         entry = self._entries[shop_id]

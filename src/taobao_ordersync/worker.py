@@ -228,7 +228,7 @@ class Worker:
         now = time.monotonic()
         reports: list[Report] = []
         for shop_id, token in self._tokens.items():
-            if shop_id in self._unresolved or shop_id not in self.fleet.shop_ids:
+            if shop_id in self._unresolved or shop_id not in self.fleet:
                 error = f"SessionUnavailableError: no session for shop {shop_id!r}"
                 reports.append((shop_id, token, self._weights.get(shop_id, 0.0), "paused", None, error))
                 continue
@@ -250,7 +250,7 @@ class Worker:
             shop_id
             for shop_id in candidates
             if shop_id in self._tokens
-            and (shop_id not in self.fleet.shop_ids or self.fleet.status(shop_id).state in _RELEASABLE)
+            and (shop_id not in self.fleet or self.fleet.status(shop_id).state in _RELEASABLE)
         ][:count]
         for shop_id in chosen:
             self._forget(shop_id)
@@ -293,7 +293,7 @@ class Worker:
         for shop_id in list(self._tokens):
             if shop_id in self._unresolved:
                 await self._start(shop_id)
-            elif shop_id in self.fleet.shop_ids:
+            elif shop_id in self.fleet:
                 status = self.fleet.status(shop_id)
                 if status.state == "paused" and (status.last_error or "").startswith(AuthenticationError.__name__):
                     session = await self._resolve(shop_id)
@@ -313,7 +313,7 @@ class Worker:
         self._sessions.pop(shop_id, None)
         self._unresolved.discard(shop_id)
         self._calls_seen.pop(shop_id, None)
-        if shop_id in self.fleet.shop_ids:
+        if shop_id in self.fleet:
             self.fleet.remove(shop_id)
 
     def _fleet_event(self, event: FleetEvent) -> None:

@@ -125,7 +125,11 @@ async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
         held = await owners(admin)
         assert [6, 6] == sorted(list(held.values()).count(name) for name in ("w1", "w2"))
         assert 200.0 == first.client.rate == second.client.rate
+        assert all(shop_id in worker.fleet for worker in (first, second) for shop_id in worker.shop_ids)
         await group.verify(admin, shop_ids)
+        await asyncio.sleep(LEASE / 2)  # a heartbeat reports each shop's state
+        reported = await admin.shops()
+        assert all(shop.state in ("waiting", "syncing", "due") and shop.last_error is None for shop in reported)
 
 
 async def test_a_stopping_worker_hands_its_shops_over_at_once(
