@@ -120,7 +120,9 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_renewal: float | None = None
         self._next_expiry: float | None = None
+        self._listener: Any = None
         self.heartbeats = 0
+        self.bans_notified = 0  # bans other workers shared by NOTIFY
 
     def __repr__(self) -> str:
         return f"Worker({self.worker_id!r}, {len(self._tokens)} shops, {self.store!r})"
@@ -138,7 +140,7 @@ class Worker:
     async def run(self) -> None:
         """Heartbeat, claim and sync until ``stop()`` (or cancellation, which skips the release)."""
         await self.store.open()
-        listener = await self._listen()
+        self._listener = await self._listen()
         self.client.on_ban = self._ban_seen
         fleet = asyncio.create_task(self.fleet.run(), name=f"fleet {self.worker_id}")
         try:
@@ -163,9 +165,9 @@ class Worker:
                 with contextlib.suppress(CheckpointError):
                     released = await self.store.retire(self.worker_id)
                     logger.info("worker %s released %d shops", self.worker_id, released)
-            if listener is not None:
+            if self._listener is not None:
                 with contextlib.suppress(Exception):
-                    await listener.close()
+                    await self._listener.close()
             for task in list(self._tasks):
                 task.cancel()
 
@@ -185,7 +187,14 @@ class Worker:
             self._renewal_failed(exc)
             return
         self.heartbeats += 1
-        self._last_renewal = time.monotonic()
+        now = time.monotonic()
+        if self._last_renewal is not None and now - self._last_renewal > self.lease:
+            # Back after an outage: the others may not have re-registered yet, so the live count is
+            # low. Take no shops this beat (like the settle at start); the next beat sees them all.
+            claim = False
+        self._last_renewal = now
+        if self._listener is None or self._listener.is_closed():
+            self._listener = await self._listen()  # notifications died with the old connection
         self._next_expiry = beat.next_expiry
         for shop_id in set(self._tokens) - beat.renewed:
             self._drop(shop_id, "its lease was taken over or the shop was removed")
@@ -341,14 +350,21 @@ class Worker:
     async def _listen(self) -> Any:
         try:
             connection = await self.store.connect_listener()
+        except CheckpointError as exc:
+            logger.warning("worker %s: no notifications (%s); relying on heartbeats", self.worker_id, exc)
+            return None
+        try:
             await connection.add_listener(self.store.channel("ban"), self._ban_notified)
             await connection.add_listener(self.store.channel("shops"), self._shops_notified)
-        except (CheckpointError, OSError) as exc:
+        except Exception as exc:  # the connection broke at once (asyncpg's own errors): retry next beat
             logger.warning("worker %s: no notifications (%s); relying on heartbeats", self.worker_id, exc)
+            with contextlib.suppress(Exception):
+                await connection.close()
             return None
         return connection
 
     def _ban_notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self.bans_notified += 1
         with contextlib.suppress(ValueError):
             self.client.hold(float(payload))
 

@@ -228,3 +228,9 @@ async def test_workers_pause_while_postgres_is_down_and_take_their_shops_back(ma
             await group.synced(admin, shop_ids)
             assert {"lonely"} == set((await owners(admin)).values())
             await group.verify(admin, shop_ids)
+            # Notifications came back with the database: a shared ban arrives by NOTIFY again.
+            heard = worker.bans_notified
+            await admin.ban(0.5)
+            while worker.bans_notified == heard:
+                assert time.monotonic() - dropped_at < 40, "no NOTIFY after the outage"
+                await asyncio.sleep(0.02)
