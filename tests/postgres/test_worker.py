@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import pytest
 from attrs import evolve
 
 from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop
@@ -234,3 +235,28 @@ async def test_workers_pause_while_postgres_is_down_and_take_their_shops_back(ma
             while worker.bans_notified == heard:
                 assert time.monotonic() - dropped_at < 40, "no NOTIFY after the outage"
                 await asyncio.sleep(0.02)
+
+
+async def test_a_joining_worker_gets_its_share_within_a_lease(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """Two workers hold 12 shops; a third joins: the others give back, and within a lease (after its
+    settling heartbeat) each holds four, with nothing lost in the moves."""
+    async with cluster(make_emulator, postgres_server, shops=12, seed=10) as (group, admin):
+        await group.start("a")
+        await group.start("b")
+        shop_ids = [state.id for state in group.emu.shops]
+        await group.synced(admin, shop_ids)
+
+        joined_at = time.monotonic()
+        late = await group.start("c")
+        while True:
+            held = list((await owners(admin)).values())
+            if sorted(held.count(name) for name in "abc") == [4, 4, 4]:
+                break
+            assert time.monotonic() - joined_at < LEASE + late.heartbeat_every, held
+            await asyncio.sleep(0.05)
+
+        assert 400.0 / 3 == pytest.approx(late.client.rate)
+        await group.synced(admin, shop_ids)
+        await group.verify(admin, shop_ids)
