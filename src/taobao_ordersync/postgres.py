@@ -570,6 +570,8 @@ class _Translate:
     ) -> None:
         if exc is None or isinstance(exc, CheckpointError | ConfigurationError):
             return
+        if isinstance(exc, ValueError) and self.what == "connect":  # a malformed DSN or option
+            raise ConfigurationError(f"invalid PostgreSQL DSN for {self.where}: {exc}") from exc
         asyncpg = _import_asyncpg()
         unreachable = (
             OSError,
@@ -585,8 +587,6 @@ class _Translate:
             raise StoreUnavailableError(f"{self.where}: cannot {self.what}: {detail}") from exc
         if isinstance(exc, asyncpg.PostgresError):
             raise CheckpointError(f"{self.where}: {self.what} failed: {exc}") from exc
-        if isinstance(exc, ValueError) and self.what == "connect":
-            raise ConfigurationError(f"invalid PostgreSQL DSN for {self.where}: {exc}") from exc
 
 
 def _valid_ids(shop_ids: Sequence[object]) -> list[str]:

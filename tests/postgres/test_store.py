@@ -77,6 +77,16 @@ def test_dsn_must_be_a_postgres_uri(dsn: str) -> None:
         PostgresStore(dsn)
 
 
+@pytest.mark.parametrize(
+    "dsn", ["postgresql://app:pw@127.0.0.1:notaport/orders", "postgresql://app:pw@127.0.0.1:9/orders?sslmode=bogus"]
+)
+async def test_malformed_dsn_is_a_configuration_error_without_the_password(dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="invalid PostgreSQL DSN") as caught:
+        await PostgresStore(dsn, connect_timeout=2).open()
+
+    assert "pw@" not in str(caught.value)
+
+
 def test_schema_name_must_be_an_identifier() -> None:
     with pytest.raises(ConfigurationError, match="identifier"):
         PostgresStore("postgresql://x@y/z", schema="a; DROP TABLE shops")
