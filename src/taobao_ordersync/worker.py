@@ -24,7 +24,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from taobao_ordersync._lease import rebalance
@@ -48,6 +48,7 @@ SessionProvider = Callable[[str], Awaitable[str | None] | str | None]
 Report = tuple[str, int, float, str | None, float | None, str | None]  # what the heartbeat says of a shop
 _WEIGHT_SMOOTHING: Final = 0.3  # share of the newest measurement in a shop's weight
 _RELEASABLE: Final = frozenset({"waiting", "backing_off", "paused", "due"})
+_SESSION_LOOKUPS: Final = 16  # provider calls in flight at once
 
 
 class Worker:
@@ -105,6 +106,7 @@ class Worker:
         self._fence: dict[str, int] = {}
         self._sessions: dict[str, str] = {}
         self._unresolved: set[str] = set()
+        self._resolving: set[str] = set()
         self._weights: dict[str, float] = {}
         self._calls_seen: dict[str, tuple[int, float]] = {}
         self.fleet = Fleet(
@@ -158,6 +160,8 @@ class Worker:
                     break
         finally:
             self.client.on_ban = None
+            for task in list(self._tasks):  # session lookups must not add shops to a stopping fleet
+                task.cancel()
             self.fleet.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await fleet
@@ -168,8 +172,6 @@ class Worker:
             if self._listener is not None:
                 with contextlib.suppress(Exception):
                     await self._listener.close()
-            for task in list(self._tasks):
-                task.cancel()
 
     # -- heartbeat ---------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class Worker:
                 logger.warning("worker %s: rebalancing failed: %s", self.worker_id, exc)
 
     async def _rebalance(self, beat: Heartbeat) -> None:
-        await self._retry_sessions()
+        self._retry_sessions()
         plan = rebalance(beat.rows, self.worker_id, beat.live_workers)
         if plan.idle:
             return
@@ -217,7 +219,7 @@ class Worker:
         claimed = await self.store.claim(self.worker_id, plan.candidates, plan.claim, lease=self.lease)
         for shop_id, token in claimed.items():
             self._tokens[shop_id] = self._fence[shop_id] = token
-            await self._start(shop_id)
+        self._open_soon(claimed)
 
     def _renewal_failed(self, exc: CheckpointError) -> None:
         logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
@@ -237,9 +239,12 @@ class Worker:
         now = time.monotonic()
         reports: list[Report] = []
         for shop_id, token in self._tokens.items():
-            if shop_id in self._unresolved or shop_id not in self.fleet:
-                error = f"SessionUnavailableError: no session for shop {shop_id!r}"
-                reports.append((shop_id, token, self._weights.get(shop_id, 0.0), "paused", None, error))
+            if shop_id not in self.fleet:
+                if shop_id in self._unresolved:
+                    state, error = "paused", f"SessionUnavailableError: no session for shop {shop_id!r}"
+                else:
+                    state, error = "claimed", None  # its session is being looked up
+                reports.append((shop_id, token, self._weights.get(shop_id, 0.0), state, None, error))
                 continue
             status = self.fleet.status(shop_id)
             calls_before, seen_at = self._calls_seen.get(shop_id, (status.calls, now))
@@ -269,12 +274,33 @@ class Worker:
 
     # -- shops -------------------------------------------------------------------------
 
-    async def _start(self, shop_id: str) -> None:
+    def _open_soon(self, shop_ids: Iterable[str]) -> None:
+        """Look the shops' sessions up and start them, off the heartbeat: a slow provider must
+        never delay the renewals that keep this worker's leases."""
+        wanted = [shop_id for shop_id in shop_ids if shop_id not in self._resolving]
+        if wanted:
+            self._resolving.update(wanted)
+            self._spawn(self._open_many(wanted))
+
+    async def _open_many(self, shop_ids: list[str]) -> None:
+        lookups = asyncio.Semaphore(_SESSION_LOOKUPS)
+
+        async def open_one(shop_id: str) -> None:
+            try:
+                async with lookups:
+                    await self._open(shop_id)
+            finally:
+                self._resolving.discard(shop_id)
+
+        await asyncio.gather(*(open_one(shop_id) for shop_id in shop_ids))
+
+    async def _open(self, shop_id: str) -> None:
         session = await self._resolve(shop_id)
-        if session is None:
-            return
-        self._sessions[shop_id] = session
-        self.fleet.add(Shop(id=shop_id, session=session))
+        if session is None or shop_id not in self._tokens:
+            return  # no session yet (retried next heartbeat), or the shop moved on meanwhile
+        if shop_id not in self.fleet or session != self._sessions.get(shop_id):
+            self._sessions[shop_id] = session
+            self.fleet.add(Shop(id=shop_id, session=session))  # a new session also un-pauses it
 
     async def _resolve(self, shop_id: str) -> str | None:
         try:
@@ -297,18 +323,18 @@ class Worker:
         self._unresolved.discard(shop_id)
         return session
 
-    async def _retry_sessions(self) -> None:
+    def _retry_sessions(self) -> None:
         """Shops without a session, or paused on an invalid one: ask the provider again."""
-        for shop_id in list(self._tokens):
-            if shop_id in self._unresolved:
-                await self._start(shop_id)
-            elif shop_id in self.fleet:
-                status = self.fleet.status(shop_id)
-                if status.state == "paused" and (status.last_error or "").startswith(AuthenticationError.__name__):
-                    session = await self._resolve(shop_id)
-                    if session is not None and session != self._sessions.get(shop_id):
-                        self._sessions[shop_id] = session
-                        self.fleet.add(Shop(id=shop_id, session=session))
+        self._open_soon(
+            shop_id
+            for shop_id in self._tokens
+            if shop_id in self._unresolved
+            or (
+                shop_id in self.fleet
+                and (status := self.fleet.status(shop_id)).state == "paused"
+                and (status.last_error or "").startswith(AuthenticationError.__name__)
+            )
+        )
 
     def _drop(self, shop_id: str, why: str) -> None:
         """Stop syncing a shop this worker no longer holds."""
@@ -337,7 +363,10 @@ class Worker:
 
     def _ban_seen(self, seconds: float) -> None:
         """This worker met a code-7 ban: make every other worker wait too."""
-        task = asyncio.get_running_loop().create_task(self._share_ban(seconds))
+        self._spawn(self._share_ban(seconds))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

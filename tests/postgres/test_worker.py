@@ -44,14 +44,14 @@ class Cluster:
         for trade in batch.trades:
             self.collectors[shop.id].add(trade)
 
-    async def start(self, name: str, *, rate: float = 400.0, **options: Any) -> Worker:
+    async def start(self, name: str, *, rate: float = 400.0, sessions: Any = None, **options: Any) -> Worker:
         client = await self.stack.enter_async_context(client_for(self.emu, rate=rate, clock_refresh=0))
         store = await self.stack.enter_async_context(PostgresStore(self.dsn, schema=self.schema))
         worker = Worker(
             client,
             store,
             self.handler,
-            self.sessions.get,
+            sessions or self.sessions.get,
             worker_id=name,
             lease=LEASE,
             on_event=self.events.append,
@@ -259,4 +259,26 @@ async def test_a_joining_worker_gets_its_share_within_a_lease(
 
         assert 400.0 / 3 == pytest.approx(late.client.rate)
         await group.synced(admin, shop_ids)
+        await group.verify(admin, shop_ids)
+
+
+async def test_a_slow_session_provider_never_delays_the_heartbeat(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """Each session lookup takes 0.6 s: one after another, 12 would stall the heartbeat for 7 s, past
+    the 1.5 s lease. Looked up off the heartbeat, concurrently, the heartbeat keeps its pace."""
+    async with cluster(make_emulator, postgres_server, shops=12, seed=11) as (group, admin):
+
+        async def slow_sessions(shop_id: str) -> str | None:
+            await asyncio.sleep(0.6)
+            return group.sessions.get(shop_id)
+
+        worker = await group.start("patient", sessions=slow_sessions)
+        shop_ids = [state.id for state in group.emu.shops]
+        await asyncio.sleep(0.5 + 2.0)  # the settling beat, then 2 s of lookups
+
+        assert worker.heartbeats >= 4  # one every 0.5 s, lookups or not
+        await group.synced(admin, shop_ids)
+        assert 12 == len(worker.shop_ids)
+        assert not [event for event in group.events if event.kind in ("removed", "paused")]
         await group.verify(admin, shop_ids)
