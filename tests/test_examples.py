@@ -36,6 +36,16 @@ EXPECTED = {
         "event: shop-2 synced",
         "shop-4: 0 trades in the copy, 0 delivered (paused)",
     ],
+    "postgres_workers.py": [
+        "registered 6 shops",
+        "every shop has finished its backfill: worker-a holds 3 shops, worker-b holds 3 shops",
+        "worker-b now holds 6 shops",
+        "a flash sale of 200 trades, read by worker-b",
+        "worker-b's rate: 200 calls/s",
+        "stopped worker-b",
+        "shop-6: ",
+        "trades in the copy (owner: none)",
+    ],
 }
 PROGRAMS = sorted(path.name for path in EXAMPLES.glob("*.py") if not path.name.startswith("test_"))
 

@@ -499,10 +499,12 @@ class PostgresStore:
         return len(released)
 
     async def retire(self, worker_id: str) -> int:
-        """Graceful exit: release every lease and unregister the worker."""
-        released = await self.release(worker_id)
+        """Graceful exit: unregister the worker, then release every lease so others claim them at once.
+
+        In that order: the others, woken by the release's NOTIFY, already count one worker less.
+        """
         await self._fetch(f"DELETE FROM {self.schema}.workers WHERE worker_id = $1 RETURNING 1", worker_id)
-        return released
+        return await self.release(worker_id)
 
     async def record_error(self, shop_id: str, worker_id: str, error: str) -> None:
         """Show a shop's trouble (e.g. no session) in ``status`` before the next heartbeat."""
