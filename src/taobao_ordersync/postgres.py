@@ -599,23 +599,39 @@ def _valid_ids(shop_ids: Sequence[object]) -> list[str]:
 
 
 class FencedStore:
-    """The ``CheckpointStore`` a worker's fleet uses: every save carries the shop's fencing token."""
+    """The ``CheckpointStore`` a worker's fleet uses: every save carries the fencing token of its read.
+
+    The token is taken when a read starts (``load``) and follows that read's chain of revisions, so
+    a read begun under an old lease commits with the old token, and the database refuses it, even if
+    this same worker has claimed the shop again since (and holds a newer token for a newer read).
+    """
 
     def __init__(self, store: PostgresStore, owner: str, tokens: Mapping[str, int]) -> None:
         self.store = store
         self.owner = owner
-        self._tokens = tokens
+        self._tokens = tokens  # the worker's current leases
+        # (shop, revision a read stands on) -> the token that read began under; one or two per shop
+        self._reads: dict[tuple[str, int | None], int] = {}
 
     def __repr__(self) -> str:
         return f"FencedStore({self.store!r}, owner={self.owner!r})"
 
     async def load(self, shop_id: str) -> StoredCheckpoint | None:
-        return await self.store.load(shop_id)
+        token = self._tokens.get(shop_id)
+        stored = await self.store.load(shop_id)
+        if token is not None:
+            self._reads[(shop_id, None if stored is None else stored.revision)] = token
+        return stored
 
     async def save(self, shop_id: str, data: str, *, expected_revision: int | None) -> int:
-        token = self._tokens.get(shop_id)
+        token = self._reads.get((shop_id, expected_revision))
         if token is None:
             raise LeaseLostError(f"shop {shop_id!r}: worker {self.owner!r} holds no lease on it; commit refused")
-        return await self.store.save_fenced(
-            shop_id, data, expected_revision=expected_revision, fence=(self.owner, token)
-        )
+        try:
+            revision = await self.store.save_fenced(
+                shop_id, data, expected_revision=expected_revision, fence=(self.owner, token)
+            )
+        finally:
+            del self._reads[(shop_id, expected_revision)]  # committed or refused: this step is over
+        self._reads[(shop_id, revision)] = token
+        return revision

@@ -101,9 +101,6 @@ class Worker:
         self.on_event = on_event
         self.live_workers = 1
         self._tokens: dict[str, int] = {}  # the shops held now, with their fencing tokens
-        # The last token of every shop ever held: a turn still running for a dropped shop commits
-        # with it, and the database, the only judge of who holds a lease, refuses it.
-        self._fence: dict[str, int] = {}
         self._sessions: dict[str, str] = {}
         self._unresolved: set[str] = set()
         self._resolving: set[str] = set()
@@ -111,7 +108,9 @@ class Worker:
         self._calls_seen: dict[str, tuple[int, float]] = {}
         self.fleet = Fleet(
             client,
-            store=store.fenced(self.worker_id, self._fence),
+            # Each read commits with the token it began under: a turn still running for a shop this
+            # worker has lost is refused by the database, the only judge of who holds a lease.
+            store=store.fenced(self.worker_id, self._tokens),
             handler=handler,
             on_event=self._fleet_event,
             policy=policy,
@@ -218,7 +217,7 @@ class Worker:
         # A claim whose reply is lost leaves shops leased to us unknowingly: they expire and move on.
         claimed = await self.store.claim(self.worker_id, plan.candidates, plan.claim, lease=self.lease)
         for shop_id, token in claimed.items():
-            self._tokens[shop_id] = self._fence[shop_id] = token
+            self._tokens[shop_id] = token
         self._open_soon(claimed)
 
     def _renewal_failed(self, exc: CheckpointError) -> None:

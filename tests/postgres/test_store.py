@@ -173,3 +173,24 @@ async def test_released_shops_are_free_at_once(pg_store: PostgresStore) -> None:
     assert 2 == await pg_store.retire("leaving")
 
     assert {"a", "b"} == set(await pg_store.claim("staying", ["a", "b"], 2, lease=30))
+
+
+async def test_a_read_commits_with_the_token_it_began_under(pg_store: PostgresStore) -> None:
+    """A read begun under an old lease is refused by its token even after the same worker claimed the
+    shop back (and holds a newer token for a newer read): the token travels with the read."""
+    await pg_store.add_shops("shop")
+    tokens = await pg_store.claim("me", ["shop"], 1, lease=0.2)
+    view = pg_store.fenced("me", tokens)
+    assert None is await view.load("shop")  # the old read begins under the first lease
+    await asyncio.sleep(0.3)
+    other = pg_store.fenced("other", await pg_store.claim("other", ["shop"], 1, lease=0.2))
+    await other.load("shop")  # meanwhile another worker reads and commits
+    await other.save("shop", '{"by":"other"}', expected_revision=None)
+    await asyncio.sleep(0.3)
+    tokens.update(await pg_store.claim("me", ["shop"], 1, lease=30))  # and the shop comes back to "me"
+    stored = await view.load("shop")
+    assert stored is not None
+    assert 2 == await view.save("shop", '{"by":"me, new read"}', expected_revision=stored.revision)
+
+    with pytest.raises(LeaseLostError, match="stale"):
+        await view.save("shop", '{"by":"me, old read"}', expected_revision=None)
