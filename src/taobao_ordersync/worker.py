@@ -347,6 +347,7 @@ class Worker:
         self._sessions.pop(shop_id, None)
         self._unresolved.discard(shop_id)
         self._calls_seen.pop(shop_id, None)
+        self._weights.pop(shop_id, None)  # the registry keeps the last one for whoever claims it next
         if shop_id in self.fleet:
             self.fleet.remove(shop_id)
 
