@@ -23,8 +23,8 @@ with ``LeaseLostError`` and can never move the new owner's checkpoint.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
@@ -47,9 +47,10 @@ from taobao_ordersync.stores import StoredCheckpoint
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "FencedStore", "PostgresStore", "RegisteredShop", "WorkerRecord"]
+__all__ = ["SCHEMA_VERSION", "FencedStore", "PostgresStore", "RegisteredShop", "Report", "WorkerRecord"]
 
 SCHEMA_VERSION: Final = 1
+Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_KEY: Final = 0x7A0B_0D5C  # advisory lock for migrations (any fixed number)
 
@@ -194,10 +195,6 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore({self.where!r}, schema={self.schema!r})"
 
-    @property
-    def dsn(self) -> str:
-        return self._dsn
-
     async def __aenter__(self) -> Self:
         await self.open()
         return self
@@ -273,45 +270,35 @@ class PostgresStore:
     ) -> int:
         """``save``, and with ``fence=(owner, token)`` only while that lease still holds the shop."""
         s = self.schema
-        if fence is None:
-            if expected_revision is None:
-                query = (
-                    f"INSERT INTO {s}.checkpoints (shop_id, revision, data) VALUES ($1, 1, $2) "
-                    "ON CONFLICT (shop_id) DO NOTHING RETURNING revision"
-                )
-                revision = await self._fetchval(query, shop_id, data)
-            else:
-                query = (
-                    f"UPDATE {s}.checkpoints SET data = $2, revision = revision + 1, updated_at = now() "
-                    "WHERE shop_id = $1 AND revision = $3 RETURNING revision"
-                )
-                revision = await self._fetchval(query, shop_id, data, expected_revision)
-        else:
-            owner, token = fence
+        guard = ""
+        args: list[object] = [shop_id, data]
+        if fence is not None:
             # The share lock on the lease row makes a concurrent claim wait for this commit (or this
             # commit see the claim): the new owner always loads what the old one last committed.
-            lease = f"SELECT 1 FROM {s}.shops WHERE shop_id = $1 AND owner = $3 AND token = $4 FOR SHARE"
-            if expected_revision is None:
-                query = (
-                    f"INSERT INTO {s}.checkpoints (shop_id, revision, data) SELECT $1, 1, $2 "
-                    f"WHERE EXISTS ({lease}) ON CONFLICT (shop_id) DO NOTHING RETURNING revision"
+            guard = f" AND EXISTS (SELECT 1 FROM {s}.shops WHERE shop_id = $1 AND owner = $3 AND token = $4 FOR SHARE)"
+            args += fence
+        if expected_revision is None:
+            query = (
+                f"INSERT INTO {s}.checkpoints (shop_id, revision, data) SELECT $1, 1, $2 WHERE true{guard} "
+                "ON CONFLICT (shop_id) DO NOTHING RETURNING revision"
+            )
+        else:
+            args.append(expected_revision)
+            query = (
+                f"UPDATE {s}.checkpoints SET data = $2, revision = revision + 1, updated_at = now() "
+                f"WHERE shop_id = $1 AND revision = ${len(args)}{guard} RETURNING revision"
+            )
+        revision = await self._fetchval(query, *args)
+        if revision is None and fence is not None:
+            owner, token = fence
+            holder = await self._fetchrow(f"SELECT owner, token FROM {s}.shops WHERE shop_id = $1", shop_id)
+            if holder is None or (holder["owner"], holder["token"]) != (owner, token):
+                self.fencing_refusals += 1
+                now_held = "nobody" if holder is None or holder["owner"] is None else repr(holder["owner"])
+                raise LeaseLostError(
+                    f"shop {shop_id!r}: commit refused, fencing token {token} of {owner!r} is stale "
+                    f"(the shop is now held by {now_held}); the window will be read again by its owner"
                 )
-                revision = await self._fetchval(query, shop_id, data, owner, token)
-            else:
-                query = (
-                    f"UPDATE {s}.checkpoints SET data = $2, revision = revision + 1, updated_at = now() "
-                    f"WHERE shop_id = $1 AND revision = $5 AND EXISTS ({lease}) RETURNING revision"
-                )
-                revision = await self._fetchval(query, shop_id, data, owner, token, expected_revision)
-            if revision is None:
-                holder = await self._fetchrow(f"SELECT owner, token FROM {s}.shops WHERE shop_id = $1", shop_id)
-                if holder is None or (holder["owner"], holder["token"]) != (owner, token):
-                    self.fencing_refusals += 1
-                    now_held = "nobody" if holder is None or holder["owner"] is None else repr(holder["owner"])
-                    raise LeaseLostError(
-                        f"shop {shop_id!r}: commit refused, fencing token {token} of {owner!r} is stale "
-                        f"(the shop is now held by {now_held}); the window will be read again by its owner"
-                    )
         if revision is None:
             raise CheckpointConflictError(
                 f"shop {shop_id!r}: checkpoint is no longer at revision {expected_revision} (None: absent); "
@@ -333,22 +320,18 @@ class PostgresStore:
     async def add_shops(self, *shop_ids: str) -> int:
         """Register shops for the workers to sync; returns how many were new."""
         ids = _valid_ids(shop_ids)
-        query = (
+        return await self._change_shops(
             f"INSERT INTO {self.schema}.shops (shop_id) SELECT unnest($1::text[]) "
-            "ON CONFLICT (shop_id) DO NOTHING RETURNING shop_id"
+            "ON CONFLICT (shop_id) DO NOTHING RETURNING shop_id",
+            ids,
         )
-        added = await self._fetch(query, ids)
-        await self.notify("shops", "added")
-        return len(added)
 
     async def remove_shops(self, *shop_ids: str) -> int:
         """Unregister shops (their owners drop them at the next heartbeat; checkpoints stay)."""
         ids = _valid_ids(shop_ids)
-        removed = await self._fetch(
+        return await self._change_shops(
             f"DELETE FROM {self.schema}.shops WHERE shop_id = ANY($1::text[]) RETURNING shop_id", ids
         )
-        await self.notify("shops", "removed")
-        return len(removed)
 
     async def shops(self) -> list[RegisteredShop]:
         """Every registered shop with its lease, owner's last report and checkpoint."""
@@ -413,7 +396,7 @@ class PostgresStore:
         pid: int,
         lease: float,
         rate: float | None,
-        reports: Sequence[tuple[str, int, float, str | None, float | None, str | None]],
+        reports: Sequence[Report],
     ) -> Heartbeat:
         """Register the worker, renew its leases with each shop's report, and read the registry.
 
@@ -486,17 +469,23 @@ class PostgresStore:
 
     async def release(self, worker_id: str, shop_ids: Sequence[str] | None = None) -> int:
         """Give shops back (all of the worker's when ``shop_ids`` is None) so others claim them at once."""
-        s = self.schema
-        query = f"UPDATE {s}.shops SET owner = NULL, lease_until = NULL, state = 'released' WHERE owner = $1"
+        query = f"UPDATE {self.schema}.shops SET owner = NULL, lease_until = NULL, state = 'released' WHERE owner = $1"
         if shop_ids is None:
-            released = await self._fetch(query + " RETURNING shop_id", worker_id)
-        else:
-            released = await self._fetch(
-                query + " AND shop_id = ANY($2::text[]) RETURNING shop_id", worker_id, list(shop_ids)
-            )
-        if released:
-            await self.notify("shops", "released")
-        return len(released)
+            return await self._change_shops(query + " RETURNING shop_id", worker_id)
+        return await self._change_shops(
+            query + " AND shop_id = ANY($2::text[]) RETURNING shop_id", worker_id, list(shop_ids)
+        )
+
+    async def _change_shops(self, change: str, *args: Any) -> int:
+        """Run a registry change (a statement ``RETURNING shop_id``) and, if it changed anything, wake
+        every worker to rebalance (NOTIFY, in the same statement); returns how many shops changed."""
+        channel = f"${len(args) + 1}"
+        rows = await self._fetch(
+            f"WITH changed AS ({change}) SELECT count(*) AS n, "
+            f"CASE WHEN count(*) > 0 THEN pg_notify({channel}, 'changed') END FROM changed",
+            *args, self.channel("shops"),
+        )  # fmt: skip
+        return int(rows[0]["n"])
 
     async def retire(self, worker_id: str) -> int:
         """Graceful exit: unregister the worker, then release every lease so others claim them at once.
@@ -521,9 +510,6 @@ class PostgresStore:
             "now() + make_interval(secs => $1)) RETURNING 1) SELECT pg_notify($2, $1::text) FROM u",
             seconds, self.channel("ban"),
         )  # fmt: skip
-
-    async def notify(self, topic: str, payload: str) -> None:
-        await self._fetch("SELECT pg_notify($1, $2)", self.channel(topic), payload)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -553,27 +539,22 @@ class PostgresStore:
             async with pool.acquire(timeout=self._connect_timeout) as connection:
                 yield connection
 
-    def _translated(self, what: str) -> _Translate:
-        return _Translate(self.where, what)
+    def _translated(self, what: str) -> AbstractContextManager[None]:
+        return _translated(self.where, what)
 
 
-class _Translate:
+@contextmanager
+def _translated(where: str, what: str) -> Iterator[None]:
     """asyncpg and socket errors become ``CheckpointError``s that name the server, never the password."""
-
-    def __init__(self, where: str, what: str) -> None:
-        self.where = where
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc is None or isinstance(exc, CheckpointError | ConfigurationError):
-            return
-        if isinstance(exc, ValueError) and self.what == "connect":  # a malformed DSN or option
-            raise ConfigurationError(f"invalid PostgreSQL DSN for {self.where}: {exc}") from exc
+    try:
+        yield
+    except (CheckpointError, ConfigurationError):
+        raise
+    except ValueError as exc:
+        if what != "connect":
+            raise
+        raise ConfigurationError(f"invalid PostgreSQL DSN for {where}: {exc}") from exc  # a malformed DSN or option
+    except Exception as exc:
         asyncpg = _import_asyncpg()
         unreachable = (
             OSError,
@@ -585,10 +566,10 @@ class _Translate:
             asyncpg.InvalidCatalogNameError,
         )
         if isinstance(exc, unreachable):
-            detail = str(exc) or type(exc).__name__
-            raise StoreUnavailableError(f"{self.where}: cannot {self.what}: {detail}") from exc
+            raise StoreUnavailableError(f"{where}: cannot {what}: {str(exc) or type(exc).__name__}") from exc
         if isinstance(exc, asyncpg.PostgresError):
-            raise CheckpointError(f"{self.where}: {self.what} failed: {exc}") from exc
+            raise CheckpointError(f"{where}: {what} failed: {exc}") from exc
+        raise
 
 
 def _valid_ids(shop_ids: Sequence[object]) -> list[str]:

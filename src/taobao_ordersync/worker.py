@@ -6,8 +6,8 @@ for ``status``), counts the live workers, takes ``rate / live`` of the app's
 budget, honours the app-wide ``ban_until``, and claims or gives back shops so
 that every worker holds a fair share (``_lease.rebalance``). A worker that dies
 stops renewing; its shops are claimed by the others as soon as the leases run
-out. Every checkpoint commit carries the shop's fencing token, so a worker
-that comes back from a long pause cannot commit over the new owner.
+out. Every checkpoint commit carries the fencing token its read began under, so
+a worker that comes back from a long pause cannot commit over the new owner.
 
 Session keys are never stored: ``sessions(shop_id)`` (the application's
 callback) gives each shop's key when the worker claims it, and again when the
@@ -38,14 +38,13 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
 from taobao_ordersync.models import Shop
-from taobao_ordersync.postgres import Heartbeat, PostgresStore
+from taobao_ordersync.postgres import Heartbeat, PostgresStore, Report
 
 __all__ = ["SessionProvider", "Worker"]
 
 logger = logging.getLogger("taobao_ordersync.worker")
 
 SessionProvider = Callable[[str], Awaitable[str | None] | str | None]
-Report = tuple[str, int, float, str | None, float | None, str | None]  # what the heartbeat says of a shop
 _WEIGHT_SMOOTHING: Final = 0.3  # share of the newest measurement in a shop's weight
 _RELEASABLE: Final = frozenset({"waiting", "backing_off", "paused", "due"})
 _SESSION_LOOKUPS: Final = 16  # provider calls in flight at once
@@ -95,7 +94,8 @@ class Worker:
         self.client = client
         self.store = store
         self.sessions = sessions
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._host = socket.gethostname()
+        self.worker_id = worker_id or f"{self._host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease = float(lease)
         self.budget = client.rate  # the whole app's calls per second
         self.on_event = on_event
@@ -178,7 +178,7 @@ class Worker:
         try:
             beat = await self.store.heartbeat(
                 self.worker_id,
-                host=socket.gethostname(),
+                host=self._host,
                 pid=os.getpid(),
                 lease=self.lease,
                 rate=self.client.rate,

@@ -194,3 +194,25 @@ async def test_a_read_commits_with_the_token_it_began_under(pg_store: PostgresSt
 
     with pytest.raises(LeaseLostError, match="stale"):
         await view.save("shop", '{"by":"me, old read"}', expected_revision=None)
+
+
+async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store: PostgresStore) -> None:
+    """Adding, releasing or removing shops sends one NOTIFY on the schema's `shops` channel; a change
+    that changes nothing (a shop already registered) sends none."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await pg_store.connect_listener()
+    try:
+        await listener.add_listener(pg_store.channel("shops"), lambda *args: heard.put_nowait(args[3]))
+        await pg_store.add_shops("a", "b")
+        assert "changed" == await asyncio.wait_for(heard.get(), 5)
+        await pg_store.add_shops("a")
+        await pg_store.claim("w", ["a"], 1, lease=30)
+        await pg_store.release("w")
+        await asyncio.wait_for(heard.get(), 5)
+        await pg_store.remove_shops("b")
+        await asyncio.wait_for(heard.get(), 5)
+        await asyncio.sleep(0.2)
+    finally:
+        await listener.close()
+
+    assert heard.empty()  # the no-op add sent nothing, and each change sent one notification

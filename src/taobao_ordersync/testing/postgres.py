@@ -103,10 +103,9 @@ class LocalPostgres:
 
     def stop(self) -> None:
         """Stop the server and delete its data."""
-        home, self._home = self._home, None
+        home = self._home
         if home is None:
             return
-        self._home = home
         try:
             if self.pid is not None:
                 self.halt()
