@@ -272,3 +272,38 @@ def test_bad_configuration_is_a_clear_error(kwargs: dict[str, Any]) -> None:
     options: dict[str, Any] = {"app_key": "k", "app_secret": "s", **kwargs}
     with pytest.raises(ConfigurationError):
         TopClient(**options)
+
+
+async def test_bans_are_reported_and_a_held_client_waits_before_sending(client: TopClient, clock: FakeClock) -> None:
+    """on_ban hears of every ban met (with the pause it causes); hold(), a ban met elsewhere, makes
+    the next call wait on the injected clock before it sends anything."""
+    reported: list[float] = []
+    client.on_ban = reported.append
+    client._retry = RetryPolicy(max_tries=1, base_delay=0, max_delay=0, ban_margin=1.0)
+    ban = error(7, "App Call Limited", sub_msg="This ban will last for 5 more seconds")
+    with aioresponses() as mocked:
+        mocked.post(URL, **ban)
+        mocked.post(URL, **ban)  # banned again once the first ban is over: news again
+        mocked.post(URL, **reply(TIME_OK), repeat=True)
+        async with client:
+            await client.time()
+            assert [6.0, 6.0] == reported
+            sent = client.call_counts["taobao.time.get"]
+            client.hold(30)  # another worker met a ban
+            assert 30 == client.held_for
+            await client.time()
+
+    assert 30.0 == clock.sleeps[-1]
+    assert 0 == client.held_for
+    assert sent + 1 == client.call_counts["taobao.time.get"]
+
+
+async def test_rate_can_be_reshared_but_not_zeroed(client: TopClient) -> None:
+    from taobao_ordersync import ConfigurationError
+
+    client.rate = 2.5
+
+    assert 2.5 == client.rate
+    with pytest.raises(ConfigurationError):
+        client.rate = 0
+    assert 2.5 == client.rate

@@ -81,8 +81,12 @@ def test_unknown_weights_make_nothing_heavy() -> None:
     assert 6.0 == heavy_threshold([1.0, 3.0])
 
 
-def test_idle_when_balanced() -> None:
-    rows = [LeaseRow("a", "w1"), LeaseRow("b", "w2")]
+def test_idle_when_balanced_busy_when_not() -> None:
+    """Balanced: nothing to do. A free shop: claim it. Over the share: give back the lightest."""
+    assert rebalance([LeaseRow("a", "w1"), LeaseRow("b", "w2")], "w1", 2).idle
 
-    assert rebalance(rows, "w1", 2).idle
-    assert not rebalance(rows, "w1", 1).idle or rows[1].owner == "w2"
+    free = rebalance([LeaseRow("a", "w1"), LeaseRow("b", None)], "w1", 1)
+    assert (1, ("b",)) == (free.claim, free.candidates)
+
+    over = rebalance([LeaseRow("a", "w1", 5.0), LeaseRow("b", "w1", 1.0)], "w1", 2)
+    assert (1, "b") == (over.release_count, over.release[0])
