@@ -317,12 +317,18 @@ def _open_postgres(args: argparse.Namespace) -> Any:
 
 
 class _SessionFile:
-    """Session keys from a JSON file ``{shop_id: session}``, re-read whenever it changes."""
+    """Session keys from a JSON file ``{shop_id: session}``, re-read when it changes.
 
-    def __init__(self, path: Path) -> None:
+    The file is checked at most once a second, in a thread: a worker claiming thousands of shops
+    looks up thousands of sessions, and the event loop must not wait on the disk for each.
+    """
+
+    def __init__(self, path: Path, *, recheck: float = 1.0) -> None:
         self.path = path
+        self._recheck = recheck
         self._stamp: tuple[float, int] | None = None
         self._sessions: dict[str, str] = {}
+        self._checked = time.monotonic()
         self._load()  # a wrong path fails at start, not at the first claim
 
     def _load(self) -> None:
@@ -338,8 +344,10 @@ class _SessionFile:
         self._sessions = data
         self._stamp = (stat.st_mtime, stat.st_size)
 
-    def __call__(self, shop_id: str) -> str | None:
-        self._load()
+    async def __call__(self, shop_id: str) -> str | None:
+        if time.monotonic() - self._checked >= self._recheck:
+            self._checked = time.monotonic()
+            await asyncio.to_thread(self._load)
         return self._sessions.get(shop_id)
 
 

@@ -89,3 +89,20 @@ def test_worker_with_an_unreadable_sessions_file_stops_at_once(
     assert "not a readable JSON file" in missing[2]
     assert cli.CONFIG == wrong[0]
     assert "expected a JSON object" in wrong[2]
+
+
+async def test_session_file_is_reread_when_it_changes_and_a_broken_rewrite_is_an_error(tmp_path: Path) -> None:
+    """The worker's --sessions file: new keys are picked up; a half-written file raises (and the
+    worker reports the shop as without session) instead of silently serving stale keys."""
+    path = tmp_path / "sessions.json"
+    path.write_text(json.dumps({"a": "key-1"}))
+    sessions = cli._SessionFile(path, recheck=0)
+    assert "key-1" == await sessions("a")
+    assert None is await sessions("b")
+
+    path.write_text(json.dumps({"a": "key-2", "b": "key-3"}))
+    assert ("key-2", "key-3") == (await sessions("a"), await sessions("b"))
+
+    path.write_text('{"a": ')
+    with pytest.raises(cli.ConfigurationError, match="not a readable JSON file"):
+        await sessions("a")
