@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +218,18 @@ async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store
         await listener.close()
 
     assert heard.empty()  # the no-op add sent nothing, and each change sent one notification
+
+
+def test_a_server_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Binaries that do not work: a clear error, and no temporary folder left."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("initdb", "pg_ctl"):
+        (fake / name).write_text("#!/bin/sh\necho broken >&2\nexit 3\n")
+        (fake / name).chmod(0o755)
+    before = set(Path(tempfile.gettempdir()).glob("taobao-ordersync-pg-*"))
+
+    with pytest.raises(RuntimeError, match="initdb failed"):
+        LocalPostgres(binaries=fake).start()
+
+    assert before == set(Path(tempfile.gettempdir()).glob("taobao-ordersync-pg-*"))

