@@ -26,7 +26,8 @@ grouped by what the caller can do about them::
     ├── SessionUnavailableError                   the app's session provider had no session for a shop
     └── SyncError                                 the sync engine refuses to risk a loss
         ├── CheckpointExpiredError                checkpoint older than the API's horizon
-        └── WindowTooDenseError                   one second holds more than Taobao will list
+        ├── WindowTooDenseError                   one second Taobao will not list whole (retried later)
+        └── TradeUnavailableError                 listed trades fullinfo does not know (retried later)
 
 No foreign exception (aiohttp, cattrs, sqlite3, json) reaches a caller; each is
 translated at the boundary with ``raise ... from``. No message ever contains the
@@ -58,6 +59,7 @@ __all__ = [
     "StoreUnavailableError",
     "SyncError",
     "TaobaoOrderSyncError",
+    "TradeUnavailableError",
     "TransportError",
     "TransportTimeout",
     "WindowTooDenseError",
@@ -210,4 +212,20 @@ class CheckpointExpiredError(SyncError):
 
 
 class WindowTooDenseError(SyncError):
-    """A single second holds more trades than Taobao can list in one window."""
+    """One second cannot be listed whole: Taobao refuses it as too big, or its ties keep moving.
+
+    Transient: the window is read again later (a Fleet backs off); nothing is committed past it.
+    """
+
+
+class TradeUnavailableError(SyncError):
+    """Trades the list calls show but ``taobao.trade.fullinfo.get`` does not know (``tids``).
+
+    Transient: the window is not committed and is read again later.
+    """
+
+    def __init__(self, shop_id: str, tids: list[int]) -> None:
+        shown = ", ".join(map(str, tids[:5])) + (" ..." if len(tids) > 5 else "")
+        super().__init__(f"shop {shop_id}: fullinfo does not know {len(tids)} listed trade(s): {shown}")
+        self.shop_id = shop_id
+        self.tids = tuple(tids)

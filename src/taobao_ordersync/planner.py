@@ -1,22 +1,23 @@
 """Window planning (pure): tile a time range, split heavy windows, order pages.
 
-Times have 1-second resolution and both bounds of a window are inclusive.
-Consecutive windows *touch*: the next starts at the previous end, so the
-boundary second is read twice (and de-duplicated) rather than skipped (seed
-article, "way 4"). A window that holds too many trades is split in time; a
-single second that still holds too many is split by trade type; only a single
-second of a single type is left whole, and the caller must handle it.
+Bounds are whole seconds and inclusive, but Taobao's backend compares them with
+millisecond times: ``[a, s]`` ends at ``s.000`` and misses a change at ``s.5``.
+So consecutive windows *touch*: the next starts at the previous end, never at
+end + 1 s (seed article, "way 4"), and the smallest window that holds a whole
+printed second ``s`` is ``[s, s + 1]``. A window that holds too many trades is
+split in time down to such one-second windows, then by trade type; only one
+second of one type is left whole, and the caller must handle it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
 from attrs import evolve, frozen
 
-__all__ = ["Window", "page_count", "page_order", "split", "tile"]
+__all__ = ["Window", "second_within", "split", "tile"]
 
 SECOND: Final = timedelta(seconds=1)
 
@@ -40,7 +41,8 @@ class Window:
 
     @property
     def is_single_second(self) -> bool:
-        return self.start == self.end
+        """At most one second long: splitting it in time would lose the milliseconds between."""
+        return self.span <= SECOND
 
     @property
     def can_split(self) -> bool:
@@ -71,16 +73,12 @@ def tile(start: datetime, end: datetime, *, max_span: timedelta, types: Sequence
 def split(window: Window) -> tuple[Window, Window]:
     """Two windows that together cover ``window``, each holding fewer trades.
 
-    Time first: halves touch at the midpoint (``[s, m]`` and ``[m, e]``); a 2-second
-    window splits into its two single seconds. A single second splits its types.
+    Time first: halves touch at the midpoint (``[s, m]`` and ``[m, e]``), down to
+    one-second windows ``[s, s + 1]`` (``[s, s]`` and ``[s + 1, s + 1]`` would miss every
+    change between ``s.001`` and ``s.999``). A one-second window splits its types.
     """
     if not window.is_single_second:
         seconds = int(window.span.total_seconds())
-        if seconds == 1:
-            return (
-                Window(window.start, window.start, window.types, window.commits),
-                Window(window.end, window.end, window.types, window.commits),
-            )
         middle = window.start + timedelta(seconds=seconds // 2)
         return (
             Window(window.start, middle, window.types, window.commits),
@@ -95,19 +93,6 @@ def split(window: Window) -> tuple[Window, Window]:
     raise ValueError("a single second of a single trade type cannot be split")
 
 
-def page_count(total: int, page_size: int) -> int:
-    """Pages needed for ``total`` trades."""
-    return max(1, -(-total // page_size))
-
-
-def page_order(total: int, page_size: int) -> Iterator[int]:
-    """The page numbers to read after page 1, for a newest-first list that shifts while read.
-
-    Last page first, down to page 1 (re-read last): a trade that leaves the window
-    shifts later trades towards page 1, into pages still to be read, so the worst
-    case is a duplicate, never a gap (seed article, technique 2).
-    """
-    last = page_count(total, page_size)
-    if last == 1:
-        return iter(())
-    return iter(range(last, 0, -1))
+def second_within(window: Window, second: datetime) -> Window:
+    """The part of ``window`` that holds the trades printed at ``second`` (never wider than it)."""
+    return Window(max(second, window.start), min(second + SECOND, window.end), window.types, commits=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
@@ -28,17 +29,20 @@ from attrs import define, evolve, field, frozen
 
 from taobao_ordersync import _wire
 from taobao_ordersync._checkpoint import Checkpoint, Key
+from taobao_ordersync._paging import CountProof, SeamCheck, newest_second, page_count, page_plan
 from taobao_ordersync._time import floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
     BusinessError,
     CheckpointExpiredError,
     ConfigurationError,
+    ResponseFormatError,
+    TradeUnavailableError,
     WindowTooDenseError,
     WindowTooLargeError,
 )
 from taobao_ordersync.models import Shop, Trade, TradePage
-from taobao_ordersync.planner import Window, page_count, split, tile
+from taobao_ordersync.planner import Window, second_within, split, tile
 from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
 
 __all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
@@ -50,6 +54,10 @@ HORIZON_MARGIN: Final = timedelta(minutes=10)
 BACKFILL_MARGIN: Final = timedelta(hours=1)
 MAX_INCREMENT_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 SECOND: Final = timedelta(seconds=1)
+#: Pauses before asking fullinfo again for a listed trade it does not know yet.
+DETAIL_RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0)
+#: Reads of a dense second whose ties move, at the least, before giving up for now.
+_MIN_PROOF_PASSES: Final = 16
 
 Phase = Literal["backfill", "increments"]
 logger = logging.getLogger("taobao_ordersync.syncer")
@@ -85,6 +93,7 @@ class ShopProgress:
     delivered: int = 0
     duplicates: int = 0
     splits: int = 0
+    tie_rereads: int = 0
     calls: int = 0
     missing: list[int] = field(factory=list)
 
@@ -96,6 +105,14 @@ class ShopProgress:
         return max(timedelta(0), self.target - self.cursor)
 
 
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first failure inside a (nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 def _as_delta(name: str, value: float | timedelta) -> timedelta:
     """A non-negative duration rounded *up* to whole seconds (Taobao's resolution; more is safer)."""
     try:
@@ -105,6 +122,10 @@ def _as_delta(name: str, value: float | timedelta) -> timedelta:
     if delta < timedelta(0):
         raise ConfigurationError(f"{name} must not be negative")
     return -(-delta // SECOND) * SECOND
+
+
+class _Refused(Exception):
+    """A page after the first stayed refused as too big: the window is read in parts."""
 
 
 @define
@@ -341,38 +362,137 @@ class Syncer:
         everything up to a moment (on the window's time axis) has been handed over."""
         progress = self.progress(shop.id)
         queue = list(reversed(windows))  # a stack: the oldest window on top
-        # Keys delivered in the current window, with their time on the window's axis
+        # Keys delivered in the current window, with their second on the window's axis
         # (created for the backfill, modified for increments), to carry the boundary second.
         seen: dict[Key, datetime] = dict.fromkeys(boundary, queue[-1].start) if queue else {}
         while queue:
             window = queue.pop()
             first = await self._first_page(shop, phase, window)
-            if first is None or ((first.total_results or 0) > self.max_window_orders and window.can_split):
+            if first is None or (self._count(first) > self.max_window_orders and window.can_split):
                 progress.splits += 1
                 queue.extend(reversed(split(window)))
                 continue
-            total = first.total_results or 0
-            if total > self.max_window_orders:
-                logger.warning(
-                    "shop %s: %d trades in the single second %s (type %s); reading all of them",
-                    shop.id, total, window.start, window.types[0],
-                )  # fmt: skip
-            async with aclosing(self._pages(shop, phase, window, first)) as pages:
-                async for page, reached in pages:
-                    fresh = self._dedupe(page.trades, seen, progress, by_created=phase == "backfill")
-                    if self.fullinfo and fresh:
-                        fresh = await self._fetch_details(shop, fresh)
-                    progress.pages += 1
-                    progress.delivered += len(fresh)
-                    self._notify(progress)
-                    yield Batch(shop_id=shop.id, phase=phase, window=window, trades=tuple(fresh))
-                    if reached is not None and window.commits:
-                        yield _Reached(reached, frozenset(key for key, at in seen.items() if at == reached))
+            try:
+                async with aclosing(self._read_pages(shop, phase, window, first, seen)) as steps:
+                    async for step in steps:
+                        yield step
+            except _Refused:
+                # A page after the first kept being refused as too big: read the window in parts.
+                progress.splits += 1
+                queue.extend(reversed(split(window)))
+                continue
             progress.windows += 1
             if window.commits:
                 carried = frozenset(key for key, at in seen.items() if at == window.end)
                 yield _Reached(window.end, carried)
                 seen = dict.fromkeys(carried, window.end)
+
+    async def _read_pages(
+        self, shop: Shop, phase: Phase, window: Window, first: TradePage, seen: dict[Key, datetime]
+    ) -> AsyncGenerator[Batch | _Reached, None]:
+        """Page 1 (already read, with the count), then the last page back to page 2 (or 1).
+
+        A second with a trade on two pages (its ties may have moved across a seam) is
+        read again on its own before any moment past it is reached. Creation windows
+        never shift, so page 1 is not re-read, and after each page everything created
+        before the page's newest second has been read: the backfill may commit that
+        moment inside a window.
+        """
+        total = self._count(first)
+        if total > self.max_window_orders:
+            logger.warning(
+                "shop %s: %d trades in the single second %s (type %s); reading all of them",
+                shop.id, total, window.start, window.types[0],
+            )  # fmt: skip
+        stable = phase == "backfill"
+        seams = SeamCheck()
+        seams.record(1, self._sightings(first, phase))
+        yield await self._deliver(shop, phase, window, first, seen)
+        plan = page_plan(total, self.page_size, shifting=not stable)
+        if plan:
+            last = plan[0]
+            tail = await self._later_page(shop, phase, window, page_no=last)
+            # Past the counted last page only while the window grew since it was counted.
+            page_no, extra = last, tail
+            while extra.has_next:
+                page_no += 1
+                if page_no > page_count(self.max_window_orders, self.page_size):
+                    raise _Refused  # it keeps growing (or always says has_next): read it in parts
+                extra = await self._later_page(shop, phase, window, page_no=page_no)
+                if not extra.trades:
+                    raise ResponseFormatError(
+                        f"{self._method(phase)}: page {page_no} is empty but says has_next", is_transient=True
+                    )
+                seams.record(page_no, self._sightings(extra, phase))
+                yield await self._deliver(shop, phase, window, extra, seen)
+            for page_no in plan:
+                page = tail if page_no == last else await self._later_page(shop, phase, window, page_no=page_no)
+                sightings = self._sightings(page, phase)
+                seams.record(page_no, sightings)
+                yield await self._deliver(shop, phase, window, page, seen)
+                reached = newest_second(sightings) if stable else None
+                if reached is not None and window.commits:
+                    async for step in self._reread_seconds(shop, phase, window, seams, seen, before=reached):
+                        yield step
+                    yield _Reached(reached, frozenset(key for key, at in seen.items() if at == reached))
+        async for step in self._reread_seconds(shop, phase, window, seams, seen):
+            yield step
+
+    async def _reread_seconds(
+        self,
+        shop: Shop,
+        phase: Phase,
+        window: Window,
+        seams: SeamCheck,
+        seen: dict[Key, datetime],
+        *,
+        before: datetime | None = None,
+    ) -> AsyncGenerator[Batch, None]:
+        """Read again, on its own, every second whose ties moved across a page seam."""
+        progress = self.progress(shop.id)
+        for second in seams.unsettled(before=before):
+            progress.tie_rereads += 1
+            logger.debug("shop %s: a trade of %s showed on two pages; reading that second again", shop.id, second)
+            async for batch in self._read_completely(shop, phase, second_within(window, second), seen):
+                yield batch
+            seams.settle(second)
+
+    async def _read_completely(
+        self, shop: Shop, phase: Phase, part: Window, seen: dict[Key, datetime]
+    ) -> AsyncGenerator[Batch, None]:
+        """Every trade of ``part`` (at most one second), whatever order its ties come in.
+
+        One page if it holds them all; else page after page, each carrying the count,
+        until ``CountProof`` shows every trade that stays in it was seen.
+        """
+        first = await self._first_page(shop, phase, part)
+        if first is None:  # refused as too big
+            for half in split(part):
+                async for batch in self._read_completely(shop, phase, half, seen):
+                    yield batch
+            return
+        total = self._count(first)
+        yield await self._deliver(shop, phase, part, first, seen)
+        if total <= self.page_size:
+            return
+        proof = CountProof()
+        proof.record(total, (trade.tid for trade in first.trades))
+        passes = max(_MIN_PROOF_PASSES, 4 * math.ceil(math.log(total)))
+        for pass_no in range(1, passes + 1):
+            # A new page size each pass: a backend whose tie order depends on LIMIT/OFFSET
+            # (and not on chance) then still shows other trades.
+            size = self.page_size - pass_no % 3 if self.page_size > 3 else self.page_size
+            for page_no in range(page_count(total, size), 0, -1):
+                page = await self._list(shop, phase, part, page_no=page_no, use_has_next=False, page_size=size)
+                total = self._count(page)
+                proof.record(total, (trade.tid for trade in page.trades))
+                yield await self._deliver(shop, phase, part, page, seen)
+                if proof.proven:
+                    return
+        raise WindowTooDenseError(
+            f"shop {shop.id}: {total} trades share the second {part.start} and their order changes "
+            f"on every request; {proof.reads} reads did not show them all (read again later)"
+        )
 
     async def _first_page(self, shop: Shop, phase: Phase, window: Window) -> TradePage | None:
         """Page 1 with its count, or None when Taobao refuses the window as too big."""
@@ -383,44 +503,44 @@ class Syncer:
                 return None
             raise WindowTooDenseError(
                 f"shop {shop.id}: Taobao cannot list the trades of type {window.types[0]} "
-                f"modified in the single second {window.start}; no smaller window exists"
+                f"in the single second {window.start}; no smaller window exists"
             ) from None
 
-    async def _pages(
-        self, shop: Shop, phase: Phase, window: Window, first: TradePage
-    ) -> AsyncGenerator[tuple[TradePage, datetime | None], None]:
-        """Page 1 (already read, with the count), then the last page back to page 2 (or 1).
-
-        Both lists are newest first. Modification windows shift while read: a trade that
-        leaves moves later ones towards page 1, into pages still to be read, so reading
-        backwards and re-reading page 1 last turns the shift into a duplicate, never a gap.
-        Creation windows are stable, so page 1 is not re-read, and after each page every
-        trade created before the page's newest one has been read: the moment is yielded
-        with the page so the backfill can commit progress inside a window.
-        """
-        yield first, None
-        last = page_count(first.total_results or 0, self.page_size)
-        if last == 1:
-            return
-        stable = phase == "backfill"
-        # The last page, and past it only if the window grew since it was counted.
-        tail = await self._list(shop, phase, window, page_no=last, use_has_next=True)
-        extra = tail
-        page_no = last
-        while extra.has_next:
-            page_no += 1
-            extra = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
-            yield extra, None
-        yield tail, self._newest_created(tail) if stable else None
-        for page_no in range(last - 1, 1 if stable else 0, -1):
-            page = await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
-            yield page, self._newest_created(page) if stable else None
+    async def _later_page(self, shop: Shop, phase: Phase, window: Window, *, page_no: int) -> TradePage:
+        """A page after the first; a refusal that outlasts the client's retries splits the window."""
+        try:
+            return await self._list(shop, phase, window, page_no=page_no, use_has_next=True)
+        except WindowTooLargeError:
+            if window.can_split:
+                raise _Refused from None
+            raise
 
     @staticmethod
-    def _newest_created(page: TradePage) -> datetime | None:
-        return max((trade.created for trade in page.trades if trade.created is not None), default=None)
+    def _count(page: TradePage) -> int:
+        if page.total_results is None:  # the client checks it; a count is never assumed to be 0
+            raise ResponseFormatError("a list reply without total_results", is_transient=True)
+        return page.total_results
 
-    async def _list(self, shop: Shop, phase: Phase, window: Window, *, page_no: int, use_has_next: bool) -> TradePage:
+    @staticmethod
+    def _sightings(page: TradePage, phase: Phase) -> list[tuple[int, datetime]]:
+        if phase == "backfill":
+            return [(trade.tid, trade.created or trade.modified) for trade in page.trades]
+        return [(trade.tid, trade.modified) for trade in page.trades]
+
+    @staticmethod
+    def _method(phase: Phase) -> str:
+        return "taobao.trades.sold.get" if phase == "backfill" else "taobao.trades.sold.increment.get"
+
+    async def _list(
+        self,
+        shop: Shop,
+        phase: Phase,
+        window: Window,
+        *,
+        page_no: int,
+        use_has_next: bool,
+        page_size: int | None = None,
+    ) -> TradePage:
         self.progress(shop.id).calls += 1
         fetch = (
             partial(self.client.trades_sold, start_created=window.start, end_created=window.end)
@@ -432,9 +552,22 @@ class Syncer:
             fields=("tid", "modified", "created") if self.fullinfo else self.fields,
             types=window.types,
             page_no=page_no,
-            page_size=self.page_size,
+            page_size=page_size or self.page_size,
             use_has_next=use_has_next,
         )
+
+    async def _deliver(
+        self, shop: Shop, phase: Phase, window: Window, page: TradePage, seen: dict[Key, datetime]
+    ) -> Batch:
+        """The page's trades not yet delivered in this window, with details when asked for."""
+        progress = self.progress(shop.id)
+        fresh = self._dedupe(page.trades, seen, progress, by_created=phase == "backfill")
+        if self.fullinfo and fresh:
+            fresh = await self._fetch_details(shop, fresh)
+        progress.pages += 1
+        progress.delivered += len(fresh)
+        self._notify(progress)
+        return Batch(shop_id=shop.id, phase=phase, window=window, trades=tuple(fresh))
 
     @staticmethod
     def _dedupe(
@@ -451,24 +584,40 @@ class Syncer:
         return fresh
 
     async def _fetch_details(self, shop: Shop, listed: Sequence[Trade]) -> list[Trade]:
-        """Fetch each listed trade with fullinfo, concurrently; none is silently dropped."""
+        """Fetch each listed trade with fullinfo, concurrently; none is ever dropped.
+
+        A listed trade that fullinfo does not know yet (it reads another store than the
+        lists) is asked for again after a pause; if it stays unknown the window fails
+        with ``TradeUnavailableError`` and is read again later, never committed past it.
+        """
         limit = asyncio.Semaphore(self.fullinfo_concurrency)
         progress = self.progress(shop.id)
+        unknown: list[int] = []
 
         async def fetch(trade: Trade) -> Trade | None:
-            async with limit:
-                try:
+            for delay in (*DETAIL_RETRY_DELAYS, None):
+                async with limit:
                     progress.calls += 1
-                    return await self.client.trade_fullinfo(shop.session, trade.tid, fields=self.fields)
-                except BusinessError as exc:
-                    if exc.sub_code != "isv.trade-not-exist":
-                        raise
-                    logger.warning("shop %s: trade %d is listed but does not exist (%s)", shop.id, trade.tid, exc)
-                    progress.missing.append(trade.tid)
-                    return None
+                    try:
+                        return await self.client.trade_fullinfo(shop.session, trade.tid, fields=self.fields)
+                    except BusinessError as exc:
+                        if exc.sub_code != "isv.trade-not-exist":
+                            raise
+                if delay is None:
+                    break
+                logger.info("shop %s: trade %d is listed but fullinfo does not know it yet", shop.id, trade.tid)
+                await asyncio.sleep(delay)
+            unknown.append(trade.tid)
+            return None
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(fetch(trade)) for trade in listed]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(fetch(trade)) for trade in listed]
+        except BaseExceptionGroup as failures:
+            raise _first_error(failures) from None  # callers get our typed error, not a group
+        if unknown:
+            progress.missing = sorted({*progress.missing, *unknown})
+            raise TradeUnavailableError(shop.id, sorted(unknown))
         return [trade for task in tasks if (trade := task.result()) is not None]
 
     def _notify(self, progress: ShopProgress) -> None:

@@ -85,7 +85,7 @@ async def test_transient_errors_and_bans(make_emulator: Any, seed: int) -> None:
 async def test_flash_sale_over_twenty_thousand(make_emulator: Any) -> None:
     """A flash sale of 25,000 trades in one naive window is split until each part can be listed.
 
-    The sale's round costs at most 1.1 x the minimum list calls (ceil(delivered / page_size))
+    The sale's round costs at most 1.5 x the minimum list calls (ceil(delivered / page_size))
     plus the calls spent on refused and split windows.
     """
     from taobao_ordersync import MemoryStore, Syncer
@@ -124,7 +124,10 @@ async def test_flash_sale_over_twenty_thousand(make_emulator: Any) -> None:
     assert 0 == report.lost, report
     assert sale_deliveries > 24_000  # a few sold trades changed again after the window closed
     assert splits >= 1
-    assert sale_calls <= 1.1 * -(-sale_deliveries // 100) + 2 * splits + 2
+    # Sold trades are paid while the sale's seconds (625 trades, 7 pages each) are read, so
+    # some trades show on two pages and their seconds are read again (a shift cannot be told
+    # from a lost tie for certain): the price of certainty, paid only where that happens.
+    assert sale_calls <= 1.5 * -(-sale_deliveries // 100) + 2 * splits + 2
 
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
@@ -209,3 +212,43 @@ async def test_consumer_crashes_and_breaks_then_resumes(make_emulator: Any, seed
 
     assert 0 == report.lost, report
     assert interruptions >= 3
+
+
+DENSE = ShopProfile(orders_per_day=20_000, history_days=0.1, memo_share=0.3)
+
+
+def _bursts(emu: Any, round_no: int) -> None:
+    """Seconds holding more than a page of one type: a 600-trade sale over 2 seconds each round."""
+    if not emu.activity_paused:
+        emu.flash_sale("shop-1", 600, seconds=2, start=emu.now() - timedelta(seconds=120))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_ties_in_a_new_order_on_every_request(make_emulator: Any, seed: int) -> None:
+    """Trades sharing a second come back in a fresh order on every list call (both APIs), with
+    trades moving while pages are read and seconds holding more than a page of one type:
+    the seams whose ties moved are read again, and nothing is lost. Paging that trusts
+    ties (the naive syncer, otherwise correct) loses trades in the same world."""
+    chaos = Chaos(shuffle_ties=True, move_while_paging=0.3)
+    async with make_emulator(seed=seed, profile=DENSE, chaos=chaos) as emu:
+        _bursts(emu, 0)
+        report, syncer, _ = await run_syncer(emu, page_size=50, step=300, rounds=2, between=_bursts)
+    async with make_emulator(seed=seed, profile=DENSE, chaos=chaos) as emu:
+        _bursts(emu, 0)
+        naive = await run_naive(emu, page_size=50, step=300, rounds=2, between=_bursts)
+
+    assert 0 == report.lost, report
+    assert syncer.progress("shop-1").tie_rereads > 0
+    assert naive.lost > 0, naive
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+async def test_stable_ties_cost_no_rereads(make_emulator: Any, seed: int) -> None:
+    """With ties in a stable order, trades moving while pages are read cause no re-read."""
+    chaos = Chaos(move_while_paging=0.5)
+    async with make_emulator(seed=seed, profile=DENSE, chaos=chaos) as emu:
+        _bursts(emu, 0)
+        report, syncer, _ = await run_syncer(emu, page_size=50, step=300, rounds=2, between=_bursts)
+
+    assert 0 == report.lost, report
+    assert 0 == syncer.progress("shop-1").tie_rereads

@@ -16,8 +16,12 @@ from taobao_ordersync import (
     MemoryStore,
     Shop,
     Syncer,
+    Trade,
+    TradeUnavailableError,
     WindowTooDenseError,
 )
+from taobao_ordersync import syncer as syncer_module
+from taobao_ordersync._time import floor_second
 from taobao_ordersync.testing import Collector, Emulator, ShopProfile
 
 SHOP = Shop(id="shop-1", session="session-1")
@@ -174,27 +178,53 @@ async def test_fullinfo_mode_fetches_details(make_emulator: Any) -> None:
     assert len(trades) == counts["taobao.trade.fullinfo.get"]
 
 
-async def test_fullinfo_reports_trades_that_do_not_exist(make_emulator: Any, caplog: pytest.LogCaptureFixture) -> None:
-    """A listed trade that fullinfo says does not exist is reported, and does not block the shop."""
+@pytest.mark.parametrize("misses", [1, 99])
+async def test_fullinfo_never_drops_a_listed_trade(
+    make_emulator: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, misses: int
+) -> None:
+    """A listed trade fullinfo does not know is asked for again; if it stays unknown the
+    window fails with a typed error, nothing is committed past it, and a later run delivers it."""
+    monkeypatch.setattr(syncer_module, "DETAIL_RETRY_DELAYS", (0.01, 0.01))
     async with make_emulator(seed=9, profile=ShopProfile(orders_per_day=200, history_days=2)) as emu:
         shop = emu.shop("shop-1")
         victim = next(iter(shop.trades.values()))
         original_get = shop.trades.get
+        refused = 0
 
         class Vanishing(dict[int, Any]):
             def get(self, key: int, default: Any = None) -> Any:
-                return None if key == victim.tid else original_get(key, default)
+                nonlocal refused
+                if key == victim.tid and refused < misses:
+                    refused += 1
+                    return None
+                return original_get(key, default)
 
         async with client_for(emu) as client:
             syncer = Syncer(client, store=MemoryStore(), lag=5, fullinfo=True)
             shop.trades = Vanishing(shop.trades)
-            trades = [trade async for trade in syncer.increments(SHOP)]
+            trades: list[Trade] = []
+            if misses == 1:
+                trades = [trade async for trade in syncer.increments(SHOP)]
+            else:
+
+                async def drain() -> None:
+                    async for trade in syncer.increments(SHOP):
+                        trades.append(trade)
+
+                with pytest.raises(TradeUnavailableError) as raised:
+                    await drain()
+                assert raised.value.tids == (victim.tid,)
+                assert [victim.tid] == syncer.progress(SHOP.id).missing
+                assert str(victim.tid) in caplog.text or str(victim.tid) in str(raised.value)
+                stuck = await syncer.checkpoint(SHOP.id)
+                assert stuck is not None and not stuck.backfill_done
+                assert stuck.backfilled_to is not None and stuck.backfilled_to <= floor_second(victim.created)
+                refused = misses  # fullinfo knows it now: the next run reads the window again
+                trades += [trade async for trade in syncer.increments(SHOP)]
             checkpoint = await syncer.checkpoint(SHOP.id)
 
-    assert victim.tid not in {t.tid for t in trades}
-    assert [victim.tid] == syncer.progress(SHOP.id).missing
+    assert victim.tid in {t.tid for t in trades}
     assert checkpoint is not None and checkpoint.backfill_done
-    assert str(victim.tid) in caplog.text
 
 
 async def test_expired_checkpoint_is_refused_or_rebackfilled(make_emulator: Any) -> None:

@@ -1,17 +1,16 @@
-"""Window planning: tiling, splitting heavy windows and the order pages are read in."""
+"""Window planning: tiling and splitting heavy windows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
 from itertools import pairwise
 
 import pytest
-from hypothesis import HealthCheck, find, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from taobao_ordersync._time import CST
-from taobao_ordersync.planner import Window, page_count, page_order, split, tile
+from taobao_ordersync.planner import Window, second_within, split, tile
 
 SECOND = timedelta(seconds=1)
 DAY = timedelta(days=1)
@@ -120,21 +119,22 @@ def test_tile_rejects_invalid_input(start: datetime, end: datetime, max_span: ti
 @PROPERTY
 @given(windows(max_seconds=120))
 def test_split_children_cover_exactly_the_parent(window: Window) -> None:
-    """The two children read exactly the parent's (second, type) pairs; each is strictly smaller."""
+    """The children cover the parent's time (with its milliseconds) and types; each is strictly smaller."""
     if not window.can_split:
         return
 
     first, last = split(window)
 
-    assert cells(window) == cells(first) | cells(last)
     if window.is_single_second:
-        assert window.start == first.start == first.end == last.start == last.end
+        assert (window.start, window.end) == (first.start, first.end) == (last.start, last.end)
         assert window.types == first.types + last.types
         assert 0 < len(first.types) < len(window.types)
         assert 0 < len(last.types) < len(window.types)
     else:
         assert first.types == last.types == window.types
-        assert {s for s, _ in cells(window)} == {s for s, _ in cells(first)} | {s for s, _ in cells(last)}
+        # Touching halves: every instant of [start, end], s.001 .. s.999 included, lies in one.
+        assert (window.start, first.end, window.end) == (first.start, last.start, last.end)
+        assert first.span >= SECOND and last.span >= SECOND
         assert seconds_of(first) < seconds_of(window)
         assert seconds_of(last) < seconds_of(window)
 
@@ -151,9 +151,6 @@ def test_split_flags_and_touching(window: Window) -> None:
     assert window.commits == last.commits
     if window.is_single_second:
         assert not first.commits
-    elif window.span == SECOND:
-        assert (window.start, window.start) == (first.start, first.end)
-        assert (window.end, window.end) == (last.start, last.end)
     else:
         assert first.end == last.start
         assert (window.start, window.end) == (first.start, last.end)
@@ -184,18 +181,28 @@ def test_repeated_splitting_terminates(window: Window, data: st.DataObject) -> N
         split(window)
 
 
-def test_a_two_second_window_splits_into_its_seconds() -> None:
-    """[s, s+1] splits into [s, s] and [s+1, s+1]; a non-committing parent has non-committing halves."""
+def test_a_one_second_window_is_not_split_in_time() -> None:
+    """[s, s+1] holds second s whole (s.000 .. s+1.000): splitting it in [s, s] and [s+1, s+1]
+    would miss s.001 .. s.999, so it splits its types instead."""
+    start = moment(0)
+    window = Window(start, start + SECOND, ("fixed", "step"))
+
+    assert window.is_single_second
+    assert (
+        Window(start, start + SECOND, ("fixed",), commits=False),
+        Window(start, start + SECOND, ("step",)),
+    ) == split(window)
+    assert not Window(start, start + SECOND, ("fixed",)).can_split
+
+
+def test_a_two_second_window_splits_into_touching_one_second_windows() -> None:
+    """[s, s+2] splits into [s, s+1] and [s+1, s+2]; a non-committing parent has non-committing halves."""
     start = moment(0)
 
     assert (
-        Window(start, start, ("fixed",), commits=False),
-        Window(start + SECOND, start + SECOND, ("fixed",), commits=False),
-    ) == split(Window(start, start + SECOND, ("fixed",), commits=False))
-    assert (
-        Window(start, start, ("fixed",)),
-        Window(start + SECOND, start + SECOND, ("fixed",)),
-    ) == split(Window(start, start + SECOND, ("fixed",)))
+        Window(start, start + SECOND, ("fixed",), commits=False),
+        Window(start + SECOND, start + 2 * SECOND, ("fixed",), commits=False),
+    ) == split(Window(start, start + 2 * SECOND, ("fixed",), commits=False))
 
 
 def test_a_single_second_splits_its_types() -> None:
@@ -217,86 +224,12 @@ def test_split_of_an_unsplittable_window_raises() -> None:
         split(window)
 
 
-@PROPERTY
-@given(st.integers(0, 100_000), st.integers(1, 500))
-def test_page_order_is_last_page_down_to_one(total: int, page_size: int) -> None:
-    """Beyond one page the order is last, last-1, ..., 1; within one page there is nothing more to read."""
-    last = -(-total // page_size)
+@pytest.mark.parametrize(("second", "expected"), [(0, (0, 1)), (5, (5, 6)), (10, (10, 10))])
+def test_second_within_never_reaches_past_the_window(second: int, expected: tuple[int, int]) -> None:
+    """The part of [0, 10] holding second s is [s, s+1], cut at the window's end."""
+    window = Window(moment(0), moment(10), ("fixed",))
 
-    order = list(page_order(total, page_size))
+    part = second_within(window, moment(second))
 
-    if total > page_size:
-        assert list(range(last, 0, -1)) == order
-    else:
-        assert [] == order
-    assert max(1, last) == page_count(total, page_size)
-    assert 1 <= page_count(total, page_size)
-
-
-# --- Simulation: a newest-first list that shrinks while it is read ------------------------------
-#
-# Reading is deterministic, so an adaptive adversary is no stronger than a fixed schedule: before
-# each page read after the first, it removes the items at the given positions (taken modulo the
-# current length) - trades that were modified and so left the window.
-
-Scenario = tuple[int, int, list[list[int]]]
-scenarios = st.tuples(
-    st.integers(0, 60),
-    st.integers(1, 10),
-    st.lists(st.lists(st.integers(0, 1_000), max_size=4), max_size=12),
-)
-
-
-def simulate(pages: Callable[[int, int], Iterable[int]], scenario: Scenario) -> tuple[set[int], set[int]]:
-    """Read the list in the given page order under the scenario; the ids (seen, removed)."""
-    size, page_size, schedule = scenario
-    present = list(range(size))
-    seen: set[int] = set()
-    removed: set[int] = set()
-    moves = iter(schedule)
-
-    def read(page: int) -> None:
-        seen.update(present[(page - 1) * page_size : page * page_size])
-
-    order: Sequence[int] = list(pages(len(present), page_size))
-    read(order[0])
-    for page in order[1:]:
-        for position in next(moves, []):
-            if present:
-                removed.add(present.pop(position % len(present)))
-        read(page)
-    return seen, removed
-
-
-def backwards(total: int, page_size: int) -> list[int]:
-    """The library's order: page 1 (it reports the total), then page_order."""
-    return [1, *page_order(total, page_size)]
-
-
-def forwards(total: int, page_size: int) -> list[int]:
-    """The naive order: 1, 2, ..., last."""
-    return list(range(1, page_count(total, page_size) + 1))
-
-
-def missed(pages: Callable[[int, int], Iterable[int]], scenario: Scenario) -> set[int]:
-    """Items present from the start and never removed that no page read returned."""
-    seen, removed = simulate(pages, scenario)
-    return set(range(scenario[0])) - removed - seen
-
-
-@settings(max_examples=500, deadline=None)
-@given(scenarios)
-def test_reading_pages_backwards_never_misses_a_staying_item(scenario: Scenario) -> None:
-    """Page 1 then last..1: every item that stays in the shrinking list is seen at least once."""
-    assert set() == missed(backwards, scenario)
-
-
-def test_reading_pages_forwards_can_miss_a_staying_item() -> None:
-    """Page 1, 2, ...: an item leaving page 1 shifts a staying item from page 2 onto page 1, unseen."""
-    by_hand: Scenario = (4, 2, [[0]])  # read [0, 1]; 0 leaves; page 2 is now [3]: 2 is never seen
-
-    assert {2} == missed(forwards, by_hand)
-    assert set() == missed(backwards, by_hand)
-    found = find(scenarios, lambda s: bool(missed(forwards, s)), settings=settings(database=None, derandomize=True))
-    assert missed(forwards, found)
-    assert set() == missed(backwards, found)
+    assert (moment(expected[0]), moment(expected[1])) == (part.start, part.end)
+    assert not part.commits

@@ -18,7 +18,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from taobao_ordersync._time import floor_second, format_time
+from taobao_ordersync._time import format_time
 
 #: Types ``type``-less list calls return (top-api.md §6.2); guarantee_trade = fixed + auction.
 DEFAULT_VISIBLE_TYPES = frozenset({"fixed", "auction", "auto_delivery", "ec", "cod", "step"})
@@ -142,6 +142,11 @@ class ShopState:
         return iter(self.by_created[lo:hi])
 
 
+def to_millisecond(moment: datetime) -> datetime:
+    """Taobao's backend keeps times in milliseconds; only its replies print whole seconds."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def _pick(rng: random.Random, choices: tuple[tuple[str, int, float], ...]) -> tuple[str, int, float]:
     """A weighted choice; ``random.choices`` is slow for two options."""
     roll = rng.random() * sum(weight for _, weight, _ in choices)
@@ -217,7 +222,7 @@ class Simulator:
         self, shop: ShopState, created: datetime, *, applied_at: datetime | None = None, trade_type: str | None = None
     ) -> TradeRecord:
         rng = shop.rng
-        created = floor_second(created)
+        created = to_millisecond(created)
         if trade_type is None:
             if rng.random() < shop.profile.other_type_share:
                 trade_type = rng.choice(_OTHER_TYPES)
@@ -278,7 +283,7 @@ class Simulator:
         self._schedule(shop, record, created, "WAIT_BUYER_PAY")
         if rng.random() < shop.profile.memo_share:
             when = created + timedelta(seconds=max(1.0, rng.expovariate(1 / 7200.0)))
-            heapq.heappush(shop.pending, (floor_second(when), rng.getrandbits(30), tid, ""))
+            heapq.heappush(shop.pending, (to_millisecond(when), rng.getrandbits(30), tid, ""))
         return record
 
     def _schedule(self, shop: ShopState, record: TradeRecord, since: datetime, status: str) -> None:
@@ -288,7 +293,7 @@ class Simulator:
         rng = shop.rng
         status, _, mean = _pick(rng, choices)  # the next status and its typical delay, drawn together
         when = since + timedelta(seconds=max(1.0, rng.expovariate(1 / mean)))
-        heapq.heappush(shop.pending, (floor_second(when), rng.getrandbits(30), record.tid, status))
+        heapq.heappush(shop.pending, (to_millisecond(when), rng.getrandbits(30), record.tid, status))
 
     def advance_trade(
         self,
@@ -301,7 +306,7 @@ class Simulator:
     ) -> None:
         """Apply one scheduled change of ``record`` stamped ``when``: a new ``status``, or a memo edit ("")."""
         current = record.versions[-1]
-        modified = max(floor_second(when), current.modified)
+        modified = max(to_millisecond(when), current.modified)
         if status and current.status in FINAL_STATUSES:
             return  # a race between two scheduled steps: the trade already ended
         memo = f"备注{shop.rng.randint(1, 999)}" if not status else current.memo
@@ -318,7 +323,7 @@ class Simulator:
     def touch(self, shop: ShopState, record: TradeRecord, when: datetime, *, applied_at: datetime) -> None:
         """A change right now that keeps the status (a memo edit): used to move trades mid-paging."""
         current = record.versions[-1]
-        modified = max(floor_second(when), current.modified)
+        modified = max(to_millisecond(when), current.modified)
         # Visible at once: the point is to move it while a reader is paging.
         version = Version(
             modified=modified,

@@ -17,8 +17,9 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from itertools import groupby
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -27,7 +28,7 @@ from attrs import define, evolve, frozen
 
 from taobao_ordersync import _wire
 from taobao_ordersync._checkpoint import Checkpoint
-from taobao_ordersync._time import CST, format_time, from_epoch, parse_time, parse_timestamp_param
+from taobao_ordersync._time import CST, floor_second, format_time, from_epoch, parse_time, parse_timestamp_param
 from taobao_ordersync.signing import SIGN_METHODS, sign
 from taobao_ordersync.testing._shop import (
     DEFAULT_VISIBLE_TYPES,
@@ -45,6 +46,12 @@ __all__ = ["Chaos", "Emulator", "ShopProfile", "VerifyReport"]
 HORIZON: Final = _wire.HORIZON
 MAX_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 MAX_WINDOW_TRADES: Final = _wire.MAX_WINDOW_TRADES
+_EXT_TYPES: Final = frozenset({"ershou", "service", "mark"})
+_TAGS: Final = frozenset({"time_card", "fee_card"})
+_RATE_STATUSES: Final = frozenset(
+    {"RATE_UNBUYER", "RATE_UNSELLER", "RATE_BUYER_UNSELLER", "RATE_UNBUYER_SELLER", "RATE_BUYER_SELLER"}
+)
+_UNRATED: Final = frozenset({"RATE_UNBUYER", "RATE_UNSELLER"})  # neither side has rated
 _METHODS: Final = frozenset(
     {"taobao.time.get", "taobao.trades.sold.get", "taobao.trades.sold.increment.get", "taobao.trade.fullinfo.get"}
 )
@@ -64,6 +71,9 @@ class Chaos:
             of the window being read (a seller editing orders while we page).
         slow_rate: responses delayed by ``slow_seconds``.
         slow_seconds: the delay of a slow response.
+        shuffle_ties: return the trades that share a second in a fresh random order on
+            every list request (TOP documents no tie-break; backends reorder ties per
+            ``LIMIT``/``OFFSET``), so offset paging may split such a second unsafely.
     """
 
     error_rate: float = 0.0
@@ -73,6 +83,7 @@ class Chaos:
     move_while_paging: float = 0.0
     slow_rate: float = 0.0
     slow_seconds: float = 0.5
+    shuffle_ties: bool = False
 
 
 @frozen(kw_only=True)
@@ -266,11 +277,15 @@ class Emulator:
         self.catch_up()
 
     def flash_sale(self, shop_id: str, count: int, *, seconds: int = 3, start: datetime | None = None) -> None:
-        """Create ``count`` trades spread over ``seconds`` whole seconds starting at ``start`` (default now)."""
+        """Create ``count`` trades spread evenly over ``seconds`` whole seconds from ``start`` (default now).
+
+        Their creation times have milliseconds, like Taobao's backend, while replies print
+        whole seconds: every second of a big sale is a long run of ties.
+        """
         shop = self._shops[shop_id]
         begin = (start or self.now()).replace(microsecond=0)
         for i in range(count):
-            self._simulator.create(shop, begin + timedelta(seconds=i * seconds // max(count, 1)))
+            self._simulator.create(shop, begin + timedelta(milliseconds=i * seconds * 1000 // max(count, 1)))
 
     def modify(self, shop_id: str, tid: int, *, at: datetime | None = None) -> None:
         """Change one trade now (or stamped ``at``), keeping its status."""
@@ -306,8 +321,10 @@ class Emulator:
         """Compare what a consumer kept (tid -> newest ``modified``) with the truth.
 
         In scope: trades created in ``[created_from, sync_started]`` and trades modified
-        in ``[sync_started, until]``. Each must have been delivered in a version at least
-        as new as its newest version modified at or before ``until``.
+        in ``[sync_started, until]``, compared with the backend's millisecond times (a
+        trade created at ``sync_started`` + 0.5 s is in scope through its modification).
+        Each must have been delivered in a version at least as new as its newest version
+        modified at or before ``until``, at the whole-second resolution replies print.
         """
         shop = self._shops[shop_id]
         missing: list[int] = []
@@ -324,7 +341,7 @@ class Emulator:
             got = received.get(record.tid)
             if got is None:
                 missing.append(record.tid)
-            elif got < required.modified:
+            elif got < floor_second(required.modified):  # replies print whole seconds
                 stale.append(record.tid)
         delivered = sum(1 for tid in received if tid in shop.trades)
         return VerifyReport(
@@ -378,7 +395,7 @@ class Emulator:
         if fault == "truncated":
             return web.Response(status=200, text='{"trades_sold_incr', content_type="application/json", headers=headers)
 
-        simplify = params.get("simplify") == "true"
+        simplify = _flag(params, "simplify")
         try:
             if fault == "isp":
                 raise _Refusal(15, "Remote service error", "isp.top-remote-service-unavailable", "服务暂不可用")
@@ -556,9 +573,10 @@ class Emulator:
         fields = self._fields(params)
         page_size = self._int(params, "page_size", 40, 1, 100)
         page_no = self._int(params, "page_no", 1, 1, 10**9)
-        use_has_next = params.get("use_has_next") == "true"
+        use_has_next = _flag(params, "use_has_next")
         types = self._types(params.get("type"))
         status = params.get("status") or None
+        matches = self._filters(params)
         if method == "taobao.trades.sold.increment.get":
             start = self._required_time(params, "start_modified")
             end = self._required_time(params, "end_modified")
@@ -579,8 +597,12 @@ class Emulator:
         if page_no > 1 and self.chaos.move_while_paging and self._rng.random() < self.chaos.move_while_paging:
             self._move_some(shop, key_kind, start, end, now)
         rows = self._matching(shop, key_kind, start, end, types, status, now)
+        if matches is not None:
+            rows = [(tid, version) for tid, version in rows if matches(shop.trades[tid])]
         if len(rows) > MAX_WINDOW_TRADES:
             raise _Refusal(15, "Remote service error", "isp.top-remote-connection-timeout", "远程服务调用超时")
+        if self.chaos.shuffle_ties:
+            rows = self._shuffled_ties(shop, rows, key_kind)
         first = (page_no - 1) * page_size
         page = rows[first : first + page_size]
         result: dict[str, Any] = {"trades": [self._render(shop.trades[tid], v, fields) for tid, v in page]}
@@ -591,6 +613,59 @@ class Emulator:
         else:
             result["total_results"] = len(rows)
         return result
+
+    def _shuffled_ties(
+        self, shop: ShopState, rows: list[tuple[int, Version]], key_kind: str
+    ) -> list[tuple[int, Version]]:
+        """``rows`` with each run of trades sharing a printed second in a fresh random order."""
+
+        def second(row: tuple[int, Version]) -> datetime:
+            tid, version = row
+            return floor_second(version.modified if key_kind == "modified" else shop.trades[tid].created)
+
+        shuffled: list[tuple[int, Version]] = []
+        for _, run in groupby(rows, key=second):
+            ties = list(run)
+            self._rng.shuffle(ties)
+            shuffled.extend(ties)
+        return shuffled
+
+    @staticmethod
+    def _filters(params: dict[str, str]) -> Callable[[TradeRecord], bool] | None:
+        """The optional filters of both list APIs, or None when none is given.
+
+        ``buyer_nick`` and ``buyer_open_uid`` (``buyer_open_id`` on sold.get) match exactly.
+        ``ext_type``, ``tag`` and ``rate_status`` take one documented value each (another is
+        refused as TOP refuses an invalid parameter); the emulator's trades are ordinary
+        ones (no second-hand, service or card marks) that neither side has rated yet.
+        """
+        equal: dict[str, str] = {}
+        for name, key in (
+            ("buyer_nick", "buyer_nick"),
+            ("buyer_open_uid", "buyer_open_uid"),
+            ("buyer_open_id", "buyer_open_uid"),
+        ):
+            if params.get(name):
+                equal[key] = params[name]
+        excluded = False
+        for name, allowed, matching in (
+            ("ext_type", _EXT_TYPES, frozenset[str]()),
+            ("tag", _TAGS, frozenset[str]()),
+            ("rate_status", _RATE_STATUSES, _UNRATED),
+        ):
+            wanted = params.get(name)
+            if not wanted:
+                continue
+            if wanted not in allowed:
+                raise _bad_param(name, f"{name} must be one of {', '.join(sorted(allowed))}")
+            excluded = excluded or wanted not in matching
+        if not equal and not excluded:
+            return None
+
+        def matches(record: TradeRecord) -> bool:
+            return not excluded and all(record.data.get(key) == wanted for key, wanted in equal.items())
+
+        return matches
 
     @staticmethod
     def _types(raw: str | None) -> frozenset[str]:
@@ -633,7 +708,8 @@ class Emulator:
                 version = record.view(now)
                 if version is not None and record.type in types and (status is None or version.status == status):
                     rows.append((created, tid, version))
-        rows.sort(key=lambda row: (row[0], row[1]), reverse=True)
+        # Sorted by the printed (whole-second) time only; ties by tid unless chaos reshuffles them.
+        rows.sort(key=lambda row: (floor_second(row[0]), row[1]), reverse=True)
         tids = [(tid, version) for _, tid, version in rows]
         self._cache[key] = _CacheEntry(generation=shop.generation, computed_at=now, settled=settled, tids=tids)
         if len(self._cache) > 256:
@@ -648,6 +724,11 @@ class Emulator:
         )
         for tid in self._rng.sample(candidates, min(len(candidates), self._rng.randint(1, 3))):
             self._simulator.touch(shop, shop.trades[tid], now, applied_at=now)
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    """A boolean parameter: TOP's Java gateway reads ``true`` in any case (SDKs send ``True``)."""
+    return params.get(name, "").strip().lower() == "true"
 
 
 def format_http_date(moment: datetime) -> str:

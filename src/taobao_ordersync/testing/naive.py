@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from attrs import define
 
 from taobao_ordersync import _wire
+from taobao_ordersync._paging import page_count
 from taobao_ordersync._time import floor_second, from_epoch
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.models import Shop, Trade, TradePage
-from taobao_ordersync.planner import page_count
 
 __all__ = ["Collector", "NaiveSyncer"]
 
