@@ -5,6 +5,7 @@ The public API is exactly ``__all__``.
 
 from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._retry import RetryPolicy
+from taobao_ordersync._wire import ALL_TRADE_TYPES
 from taobao_ordersync.client import DEFAULT_URL, TopClient
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
 from taobao_ordersync.errors import (
@@ -40,6 +41,7 @@ from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_TRADE_TYPES",
     "DEFAULT_URL",
     "HORIZON",
     "AiohttpTransport",

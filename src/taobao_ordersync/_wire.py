@@ -42,6 +42,10 @@ ALL_TRADE_TYPES: Final[tuple[str, ...]] = (
     "o2o_offlinetrade", "nopaid", "eticket", "tmall_i18n", "insurance_plus", "finance",
     "pre_auth_type", "lazada",
 )  # fmt: skip
+#: Types TOP documents only on the response side (top-api.md §6.6): never requested, still delivered.
+RESPONSE_ONLY_TRADE_TYPES: Final[tuple[str, ...]] = ("fenxiao",)
+#: Every type name this library knows; a reply with another one is delivered too, and logged once.
+KNOWN_TRADE_TYPES: Final = frozenset(ALL_TRADE_TYPES + RESPONSE_ONLY_TRADE_TYPES)
 DEFAULT_TRADE_TYPES: Final[tuple[str, ...]] = (
     "guarantee_trade",
     "auto_delivery",

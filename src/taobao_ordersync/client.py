@@ -12,24 +12,23 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self, TypeVar
 
 import aiohttp
 import backoff
 from aiolimiter import AsyncLimiter
 
 from taobao_ordersync import _wire
-from taobao_ordersync._convert import structure_page, structure_trade
+from taobao_ordersync._convert import ListQuery, structure_fullinfo, structure_page, structure_time
 from taobao_ordersync._retry import RetryPolicy, is_transient
-from taobao_ordersync._time import parse_time
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
 from taobao_ordersync.errors import (
     ApiError,
     ConfigurationError,
     InvalidRequestError,
     RateLimitedError,
-    ResponseFormatError,
     TaobaoOrderSyncError,
 )
 from taobao_ordersync.models import Trade, TradePage
@@ -42,6 +41,8 @@ DEFAULT_URL: Final = "https://eco.taobao.com/router/rest"
 _INVALID_TIMESTAMP: Final = 31
 
 logger = logging.getLogger("taobao_ordersync.client")
+
+_T = TypeVar("_T")
 
 
 def _require_text(name: str, value: object) -> str:
@@ -216,22 +217,14 @@ class TopClient:
 
     async def _measure(self) -> ClockEstimate:
         sent = self._clock.time()
-        inner = await self._request("taobao.time.get", {}, session=None)
+        server = await self._request("taobao.time.get", {}, session=None, read=structure_time)
         received = self._clock.time()
-        server = self._parse_time_reply(inner)
         estimate = ClockEstimate.from_round_trip(
             sent=sent, received=received, server=server, measured_at=self._clock.monotonic()
         )
         self._estimate = estimate
         logger.debug("taobao clock offset %+.3f s (+/- %.3f s)", estimate.offset, estimate.uncertainty)
         return estimate
-
-    @staticmethod
-    def _parse_time_reply(inner: Mapping[str, Any]) -> datetime:
-        try:
-            return parse_time(str(inner["time"]))
-        except (KeyError, ValueError) as exc:
-            raise ResponseFormatError(f"taobao.time.get: unreadable time in {dict(inner)!r}") from exc
 
     def _signing_time(self) -> datetime:
         local = self._clock.time()
@@ -254,7 +247,7 @@ class TopClient:
         short bans, and raises an ``ApiError`` subclass for an ``error_response``.
         """
         _require_text("method", method)
-        return await self._request(method, params or {}, session=session)
+        return await self._request(method, params or {}, session=session, read=dict)
 
     async def _request(
         self,
@@ -262,8 +255,14 @@ class TopClient:
         params: Mapping[str, _wire.ParamValue],
         *,
         session: str | None,
+        read: Callable[[dict[str, Any]], _T],
         oversize_is_final: bool = False,
-    ) -> dict[str, Any]:
+    ) -> _T:
+        """Send one call, retrying transient failures; ``read`` turns the reply into the result.
+
+        ``read`` runs inside each attempt, so a reply it rejects as malformed (a transient
+        ``ResponseFormatError``) is retried like any other transient failure (rule 13).
+        """
         self._check_open()
         policy = self._retry
 
@@ -291,8 +290,8 @@ class TopClient:
             factor=policy.base_delay,
             max_value=policy.max_delay,
         )
-        async def attempt() -> dict[str, Any]:
-            return await self._attempt_through_bans(method, params, session)
+        async def attempt() -> _T:
+            return read(await self._attempt_through_bans(method, params, session))
 
         return await attempt()
 
@@ -381,7 +380,7 @@ class TopClient:
 
     async def time(self) -> datetime:
         """``taobao.time.get``: Taobao's clock (1-second resolution, CST)."""
-        return self._parse_time_reply(await self._request("taobao.time.get", {}, session=None))
+        return await self._request("taobao.time.get", {}, session=None, read=structure_time)
 
     async def trades_sold(
         self,
@@ -398,11 +397,22 @@ class TopClient:
     ) -> TradePage:
         """``taobao.trades.sold.get``: trades by creation time (last 3 months), newest first.
 
+        ``types`` defaults to every documented type (without ``type`` TOP lists only a
+        default few); trades of other types in the reply are returned too, never dropped.
+        The page's ``tids`` are always filled; its ``trades`` only when ``fields`` include
+        ``modified`` (``fields=("tid",)`` lists or counts a window cheaply).
+
+        Each reply is checked inside the retried attempt (design rule 13): it must carry
+        ``total_results`` (``has_next`` with ``use_has_next``), at most ``page_size``
+        trades, each once, each with a ``tid`` and created within the window (at
+        whole-second resolution) when ``created`` is requested. A reply that does not is
+        a transient ``ResponseFormatError``: retried, then raised, never an empty page.
         Raises ``WindowTooLargeError`` at once (no retry) when Taobao times out listing it.
         """
         return await self._list(
             "taobao.trades.sold.get",
             session,
+            "created",
             {"start_created": start_created, "end_created": end_created},
             fields=fields,
             types=types,
@@ -427,12 +437,15 @@ class TopClient:
     ) -> TradePage:
         """``taobao.trades.sold.increment.get``: trades by modification time, newest first.
 
-        Both bounds are inclusive; the span may not exceed one day. Raises
-        ``WindowTooLargeError`` at once (no retry) when Taobao times out listing it.
+        Both bounds are inclusive; the span may not exceed one day. ``types``, ``fields``
+        and the checks on each reply are as for ``trades_sold``, with trades' ``modified``
+        checked against the window. Raises ``WindowTooLargeError`` at once (no retry)
+        when Taobao times out listing it.
         """
         return await self._list(
             "taobao.trades.sold.increment.get",
             session,
+            "modified",
             {"start_modified": start_modified, "end_modified": end_modified},
             fields=fields,
             types=types,
@@ -446,6 +459,7 @@ class TopClient:
         self,
         method: str,
         session: str,
+        time_field: Literal["created", "modified"],
         window: Mapping[str, datetime],
         *,
         fields: Iterable[str],
@@ -463,29 +477,46 @@ class TopClient:
         for name, moment in window.items():
             if getattr(moment, "tzinfo", None) is None:
                 raise ConfigurationError(f"{name} must be a timezone-aware datetime")
+        wanted = tuple(fields)
         params: dict[str, _wire.ParamValue] = {
             **window,
-            "fields": tuple(fields),
+            "fields": wanted,
             "type": tuple(types),
             "page_no": page_no,
             "page_size": page_size,
             "use_has_next": use_has_next or None,
             "status": status,
         }
-        inner = await self._request(method, params, session=session, oversize_is_final=True)
-        return structure_page(inner)
+        start, end = window.values()  # start_*, end_*: in that order
+        query = ListQuery(
+            time_field=time_field,
+            start=start,
+            end=end,
+            fields=frozenset(wanted),
+            page_size=page_size,
+            use_has_next=use_has_next,
+        )
+        return await self._request(
+            method, params, session=session, read=partial(structure_page, query=query), oversize_is_final=True
+        )
 
     async def trade_fullinfo(
         self, session: str, tid: int, *, fields: Iterable[str] = _wire.DEFAULT_TRADE_FIELDS
     ) -> Trade:
         """``taobao.trade.fullinfo.get``: one trade with every requested field.
 
-        Raises ``BusinessError`` (``isv.trade-not-exist``) when Taobao has no such trade.
+        ``tid`` and ``modified`` are always requested too (a ``Trade`` needs them). A reply
+        without the trade, with another trade, or without a requested ``created`` is a
+        transient ``ResponseFormatError`` (retried). Raises ``BusinessError``
+        (``isv.trade-not-exist``) when Taobao has no such trade.
         """
         _require_text("session", session)
         if type(tid) is not int or tid <= 0:
             raise ConfigurationError(f"tid must be a positive int, got {tid!r}")
-        inner = await self._request("taobao.trade.fullinfo.get", {"tid": tid, "fields": tuple(fields)}, session=session)
-        if "trade" not in inner:
-            raise ResponseFormatError(f"taobao.trade.fullinfo.get: no trade in reply for tid {tid}")
-        return structure_trade(inner["trade"])
+        wanted = tuple(dict.fromkeys(("tid", "modified", *fields)))
+        return await self._request(
+            "taobao.trade.fullinfo.get",
+            {"tid": tid, "fields": wanted},
+            session=session,
+            read=partial(structure_fullinfo, tid=tid, fields=frozenset(wanted)),
+        )

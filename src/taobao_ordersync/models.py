@@ -32,9 +32,14 @@ class Shop:
 
 @frozen(kw_only=True)
 class Order:
-    """A sub-order (``orders.order[]``) of a trade."""
+    """A sub-order (``orders.order[]``) of a trade.
 
-    oid: int
+    Every attribute may be ``None``: absent because it was not requested (``fields``
+    may name single sub-order fields, e.g. ``orders.title``), or unreadable (then the
+    value is still in ``raw``, and the library logs a warning once per field name).
+    """
+
+    oid: int | None = None
     status: str | None = None
     title: str | None = None
     num: int | None = None
@@ -51,6 +56,11 @@ class Trade:
     ``tid`` is an int (it exceeds 2**53, so never pass it through a float);
     times are aware datetimes in China Standard Time; ``raw`` is the trade's JSON
     object exactly as received, for fields this class does not name.
+
+    Only ``tid``, ``modified`` and ``created`` must be readable; any other field that
+    was not requested or cannot be read is ``None`` (``status`` is ``""`` and ``orders``
+    ``()``), still in ``raw``, and an unreadable one is logged once per field name.
+    ``type`` is delivered as sent, even a type the library does not know.
     """
 
     tid: int
@@ -65,8 +75,20 @@ class Trade:
 
 @frozen(kw_only=True)
 class TradePage:
-    """One page of a list call: trades plus whichever count TOP sent."""
+    """One page of a list call: its trade ids, its trades, and the count the call asked for.
 
-    trades: tuple[Trade, ...]
+    ``tids`` is always filled, in list order. ``trades`` is filled only when the call's
+    ``fields`` include ``modified`` (a ``Trade`` needs it); a ``fields=("tid",)`` call,
+    the cheapest way to count or list a window, gives ``tids`` and ``total_results``
+    only. ``total_results`` is there unless the call used ``use_has_next``, and
+    ``has_next`` is there when it did.
+    """
+
+    trades: tuple[Trade, ...] = ()
+    tids: tuple[int, ...] = field()
     total_results: int | None = None
     has_next: bool | None = None
+
+    @tids.default
+    def _tids_of_trades(self) -> tuple[int, ...]:
+        return tuple(trade.tid for trade in self.trades)

@@ -245,3 +245,21 @@ def test_now_is_aware(emulator: Emulator) -> None:
     """The emulator's clock is timezone-aware."""
     assert isinstance(emulator.now(), datetime)
     assert emulator.now().utcoffset() == timedelta(hours=8)
+
+
+async def test_any_field_subset_top_allows(emulator: Emulator) -> None:
+    """fields=tid (the seed article's count call) and fields without orders.oid read through the client."""
+    async with client_for(emulator) as client:
+        now = await client.server_now()
+        window = {"start_created": now - timedelta(days=5), "end_created": now}
+        tids_only = await client.trades_sold("session-1", **window, fields=("tid",), page_size=100)
+        full = await client.trades_sold("session-1", **window, page_size=100)
+        titles = await client.trades_sold("session-1", **window, fields=("tid", "modified", "orders.title"))
+
+    assert tids_only.total_results == full.total_results
+    assert tids_only.trades == ()
+    assert tids_only.tids == tuple(trade.tid for trade in full.trades)
+    assert len(tids_only.tids) > 1
+    order = titles.trades[0].orders[0]
+    assert order.oid is None
+    assert order.title

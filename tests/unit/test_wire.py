@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from taobao_ordersync import _wire
-from taobao_ordersync._convert import structure_page, structure_trade
+from taobao_ordersync._convert import ListQuery, structure_page, structure_trade
+from taobao_ordersync._time import CST
 from taobao_ordersync.errors import (
     ApiError,
     AuthenticationError,
@@ -139,7 +141,18 @@ def test_empty_lists_in_every_shape(trades: Any) -> None:
     if trades is not None:
         inner["trades"] = trades
 
-    assert () == structure_page(inner).trades
+    query = ListQuery(
+        time_field="modified",
+        start=datetime(2024, 1, 1, tzinfo=CST),
+        end=datetime(2024, 1, 2, tzinfo=CST),
+        fields=frozenset({"tid", "modified"}),
+        page_size=100,
+        use_has_next=False,
+    )
+
+    page = structure_page(inner, query)
+    assert () == page.trades
+    assert () == page.tids
 
 
 def test_wrap_and_unwrap_round_trip() -> None:
