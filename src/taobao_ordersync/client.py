@@ -177,6 +177,11 @@ class TopClient:
         return max(0.0, self._ban_until - self._clock.monotonic())
 
     @property
+    def clock(self) -> Clock:
+        """The local clock this client reads (a ``Fleet`` and a ``Worker`` schedule on it too)."""
+        return self._clock
+
+    @property
     def call_counts(self) -> Mapping[str, int]:
         """HTTP requests sent so far, by API method (retries included)."""
         return dict(self._calls)

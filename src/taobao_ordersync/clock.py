@@ -49,6 +49,20 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+async def wait_until_set(event: asyncio.Event, seconds: float | None, *, clock: Clock) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed on ``clock`` (None: no time limit)."""
+    if seconds is None:
+        await event.wait()
+        return
+    waiting = asyncio.ensure_future(event.wait())
+    sleeping = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((waiting, sleeping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        sleeping.cancel()
+
+
 @frozen
 class ClockEstimate:
     """Taobao's clock, anchored on our monotonic clock: ``server = monotonic + offset``, +/- ``uncertainty``.

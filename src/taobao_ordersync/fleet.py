@@ -18,11 +18,9 @@ commits no partial window.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
@@ -30,6 +28,7 @@ from typing import Any, Final, Literal
 from attrs import define, field, frozen
 
 from taobao_ordersync.client import TopClient
+from taobao_ordersync.clock import Clock, wait_until_set
 from taobao_ordersync.errors import (
     AuthenticationError,
     CheckpointConflictError,
@@ -159,6 +158,7 @@ class Fleet:
         policy: default ``PollPolicy``; ``add(..., policy=...)`` overrides per shop.
         turn_batches: batches one shop may take per turn before the next shop's turn.
         on_event: called with a ``FleetEvent`` for pauses, back-offs, handler failures, polls.
+        clock: the clock polls and back-offs are scheduled on (default: the client's).
         **syncer_options: passed to ``Syncer`` (``lag``, ``page_size``, ``fullinfo``, ...).
     """
 
@@ -173,6 +173,7 @@ class Fleet:
         turn_batches: int = 5,
         on_event: Callable[[FleetEvent], None] | None = None,
         seed: int | None = None,
+        clock: Clock | None = None,
         **syncer_options: Any,
     ) -> None:
         if concurrency < 1 or turn_batches < 1:
@@ -183,6 +184,7 @@ class Fleet:
         self.policy = policy or PollPolicy()
         self.turn_batches = turn_batches
         self.on_event = on_event
+        self.clock: Clock = clock or client.clock
         self.syncer = Syncer(client, store=store, **syncer_options)
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[float, int, str]] = []
@@ -256,7 +258,7 @@ class Fleet:
         status.calls = progress.calls
         status.checkpoint = progress.cursor
         status.next_poll_in = (
-            max(0.0, entry.due - time.monotonic()) if status.state in ("waiting", "backing_off") else None
+            max(0.0, entry.due - self.clock.monotonic()) if status.state in ("waiting", "backing_off") else None
         )
         return status
 
@@ -311,7 +313,7 @@ class Fleet:
                 retired = self._retired.pop()
                 if retired.status.state != "syncing":
                     await self._drop_read(retired)
-            now = time.monotonic()
+            now = self.clock.monotonic()
             while self._heap and self._heap[0][0] <= now:
                 due, _, shop_id = heapq.heappop(self._heap)
                 entry = self._entries.get(shop_id)
@@ -321,12 +323,11 @@ class Fleet:
                 self._ready.put_nowait(shop_id)
             timeout = self._heap[0][0] - now if self._heap else None
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_until_set(self._wake, timeout, clock=self.clock)
 
     def _schedule(self, entry: _Entry, delay: float, state: State) -> None:
         entry.status.state = state
-        entry.due = time.monotonic() + delay
+        entry.due = self.clock.monotonic() + delay
         self._tick += 1
         heapq.heappush(self._heap, (entry.due, self._tick, entry.shop.id))
         self._wake.set()

@@ -22,13 +22,13 @@ import inspect
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from taobao_ordersync._lease import rebalance
 from taobao_ordersync.client import TopClient
+from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import (
     AuthenticationError,
     CheckpointConflictError,
@@ -116,6 +116,7 @@ class Worker:
             policy=policy,
             **fleet_options,
         )
+        self.clock = self.fleet.clock  # heartbeats run on the same injected clock as the polls
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,8 +149,8 @@ class Worker:
             # Register, then let the others see us before we take any budget or shops: by the
             # time we claim, every live worker has re-counted and lowered its own rate.
             await self._beat(claim=False)
-            settled = time.monotonic() + self.heartbeat_every
-            while not self._stopping.is_set() and (left := settled - time.monotonic()) > 0:
+            settled = self.clock.monotonic() + self.heartbeat_every
+            while not self._stopping.is_set() and (left := settled - self.clock.monotonic()) > 0:
                 await self._sleep(left)
             while not self._stopping.is_set():
                 await self._beat(claim=True)
@@ -188,7 +189,7 @@ class Worker:
             self._renewal_failed(exc)
             return
         self.heartbeats += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._last_renewal is not None and now - self._last_renewal > self.lease:
             # Back after an outage: the others may not have re-registered yet, so the live count is
             # low. Take no shops this beat (like the settle at start); the next beat sees them all.
@@ -222,7 +223,7 @@ class Worker:
 
     def _renewal_failed(self, exc: CheckpointError) -> None:
         logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
-        if self._last_renewal is not None and time.monotonic() - self._last_renewal > self.lease:
+        if self._last_renewal is not None and self.clock.monotonic() - self._last_renewal > self.lease:
             # Our leases have run out: others may take the shops once the database is back.
             for shop_id in list(self._tokens):
                 self._drop(shop_id, "its lease could not be renewed (database unreachable)")
@@ -235,7 +236,7 @@ class Worker:
         return self.heartbeat_every
 
     def _reports(self) -> list[Report]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         reports: list[Report] = []
         for shop_id, token in self._tokens.items():
             if shop_id not in self.fleet:
@@ -402,5 +403,4 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         self._nudge.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._nudge.wait(), seconds)
+        await wait_until_set(self._nudge, seconds, clock=self.clock)
