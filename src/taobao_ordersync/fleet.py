@@ -38,6 +38,7 @@ from taobao_ordersync.errors import (
     PermissionDeniedError,
     RateLimitedError,
     SyncError,
+    WindowTooDenseError,
 )
 from taobao_ordersync.models import Shop
 from taobao_ordersync.stores import CheckpointStore
@@ -59,6 +60,29 @@ _PAUSING: Final = (
     CheckpointCorruptError,
     SyncError,
 )
+# Their subtypes that time does fix (rule 18): a second too dense to list today may be listable
+# tomorrow (or after Taobao's index catches up), and a timestamp refused even after the client
+# re-measured the clock points at a clock or proxy still settling.
+_TRANSIENT: Final = (WindowTooDenseError,)
+_INVALID_TIMESTAMP: Final = 31
+
+
+def typed_error(exc: BaseException) -> BaseException:
+    """The error that decides a shop's fate: the one inside an ``ExceptionGroup`` (a task group in
+    the sync), preferring one only an operator can fix, since retrying would meet it again."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [typed_error(inner) for inner in exc.exceptions]
+    return next((leaf for leaf in leaves if needs_operator(leaf)), leaves[0])
+
+
+def needs_operator(exc: BaseException) -> bool:
+    """Whether a shop failing with ``exc`` pauses until it is updated (else it backs off and retries)."""
+    if isinstance(exc, _TRANSIENT):
+        return False
+    if isinstance(exc, InvalidRequestError) and exc.code == _INVALID_TIMESTAMP:
+        return False
+    return isinstance(exc, _PAUSING)
 
 
 @frozen(kw_only=True)
@@ -112,7 +136,8 @@ class ShopStatus:
 
     ``checkpoint`` is the committed position (creation time during the backfill, then
     modification time), ``behind`` how far it trails Taobao's ``now - lag`` at the last
-    poll, ``calls`` the list and fullinfo calls this shop made in this process.
+    poll, ``calls`` the list and fullinfo calls this shop made in this process. ``error`` is
+    the exception behind ``last_error`` (decide on its type, never on the text).
     """
 
     shop_id: str
@@ -122,6 +147,7 @@ class ShopStatus:
     delivered: int = 0
     failures: int = 0
     last_error: str | None = None
+    error: BaseException | None = None
     next_poll_in: float | None = None
     behind: timedelta | None = None
     checkpoint: datetime | None = None
@@ -216,6 +242,7 @@ class Fleet:
             entry.generation += 1  # a read in progress uses the old session: drop it
             entry.status.failures = 0
             entry.status.last_error = None
+            entry.status.error = None
             if entry.status.state == "syncing" or entry.queued:
                 return  # its turn is running or coming: it sees the new generation and restarts
         self._schedule(entry, 0.0, "due")
@@ -382,11 +409,13 @@ class Fleet:
                 self._schedule(entry, 0.0, "due")  # more to read: back in line behind the shops waiting
         except asyncio.CancelledError:
             raise
-        except _PAUSING as exc:
-            await self._pause(entry, exc)
-        except Exception as exc:  # transient trouble, store trouble, or a bug: isolate it to this shop
-            logger.warning("shop %s: sync failed: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
-            await self._fail(entry, exc, "backing_off")
+        except Exception as exc:  # decided by type; whatever it is stays with this shop
+            error = typed_error(exc)
+            if needs_operator(error):
+                await self._pause(entry, error)
+            else:  # transient trouble, store trouble, or a bug
+                logger.warning("shop %s: sync failed: %s", entry.shop.id, error, extra={"shop_id": entry.shop.id})
+                await self._fail(entry, error, "backing_off")
 
     def _finish_poll(self, entry: _Entry) -> None:
         entry.batches = None
@@ -395,6 +424,7 @@ class Fleet:
         status.polls += 1
         status.failures = 0
         status.last_error = None
+        status.error = None
         status.interval = entry.policy.next_interval(status.interval or entry.policy.min_interval, pages)
         self._schedule(entry, self._jittered(status.interval, entry.policy), "waiting")
         self._emit(FleetEvent(entry.shop.id, "synced"))
@@ -421,6 +451,7 @@ class Fleet:
         await self._drop_read(entry)
         entry.status.state = "paused"
         entry.status.last_error = f"{type(exc).__name__}: {exc}"
+        entry.status.error = exc
         logger.warning("shop %s paused until it is updated: %s", entry.shop.id, exc, extra={"shop_id": entry.shop.id})
         self._emit(FleetEvent(entry.shop.id, "paused", exc))
         self._release(entry, exc)
@@ -430,6 +461,7 @@ class Fleet:
         status = entry.status
         status.failures += 1
         status.last_error = f"{type(exc).__name__}: {exc}"
+        status.error = exc
         delay = entry.policy.backoff(status.failures)
         if isinstance(exc, RateLimitedError) and exc.retry_after:
             delay = max(delay, exc.retry_after)  # a long ban: nothing of this app gets through before

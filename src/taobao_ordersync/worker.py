@@ -332,7 +332,7 @@ class Worker:
             or (
                 shop_id in self.fleet
                 and (status := self.fleet.status(shop_id)).state == "paused"
-                and (status.last_error or "").startswith(AuthenticationError.__name__)
+                and isinstance(status.error, AuthenticationError)
             )
         )
 

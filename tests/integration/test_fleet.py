@@ -11,15 +11,19 @@ import pytest
 from tests.conftest import client_for
 
 from taobao_ordersync import (
+    AuthenticationError,
     Batch,
+    CheckpointCorruptError,
     ConfigurationError,
     Fleet,
     FleetEvent,
+    InvalidRequestError,
     MemoryStore,
     PollPolicy,
     ServerError,
     Shop,
     TopClient,
+    WindowTooDenseError,
 )
 from taobao_ordersync.testing import Chaos, Collector, FakeClock, ShopProfile
 
@@ -295,3 +299,52 @@ async def test_backoff_runs_on_the_fleets_clock() -> None:
 
     assert [30.0, 60.0, 120.0, 240.0, 240.0] == clock.sleeps[:5]
     assert ["backing_off"] * 5 + ["synced"] == [event.kind for event in events][:6]
+
+
+@pytest.mark.parametrize(
+    ("error", "reported"),
+    [
+        (WindowTooDenseError("one second holds more than Taobao lists"), "WindowTooDenseError"),
+        (InvalidRequestError(code=31, msg="Invalid timestamp"), "InvalidRequestError"),  # refused twice in a row
+        (ExceptionGroup("fullinfo", [ServerError(code=15, msg="Remote service error")]), "ServerError"),
+    ],
+    ids=["dense-second", "timestamp-refused", "group-of-transient"],
+)
+async def test_transient_causes_back_off_and_never_pause(error: Exception, reported: str) -> None:
+    """A dense second, a refused timestamp, or a task group's transient error back off (rule 18):
+    the shop is polled again once the cause has passed, and its status names the typed error."""
+    events: list[FleetEvent] = []
+    fleet, clock = scripted_fleet([error] * 3, events)
+    last_errors: list[str | None] = []
+    fleet.on_event = lambda event: (events.append(event), last_errors.append(fleet.status("shop-1").last_error))
+
+    await poll_once(fleet)
+
+    assert ["backing_off"] * 3 + ["synced"] == [event.kind for event in events][:4]
+    assert [30.0, 60.0, 120.0] == clock.sleeps[:3]
+    assert (last_errors[0] or "").startswith(f"{reported}: ")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError(code=27, msg="Invalid session"),
+        InvalidRequestError(code=25, msg="Invalid Signature"),
+        CheckpointCorruptError("shop 'shop-1': stored checkpoint is unreadable"),
+        ExceptionGroup("fullinfo", [ServerError(code=15, msg="busy"), AuthenticationError(code=27, msg="expired")]),
+    ],
+    ids=["session", "signature", "corrupt-checkpoint", "group-with-session"],
+)
+async def test_causes_only_an_operator_can_fix_pause_with_the_typed_error(error: Exception) -> None:
+    """An invalid session, a bad request or a corrupt checkpoint pause the shop; an ExceptionGroup
+    is unwrapped, so the pause carries (and polled() raises) the error inside it."""
+    events: list[FleetEvent] = []
+    fleet, _ = scripted_fleet([error], events)
+    expected = type(error.exceptions[-1] if isinstance(error, ExceptionGroup) else error)
+
+    with pytest.raises(expected):
+        await poll_once(fleet)
+
+    assert ["paused"] == [event.kind for event in events]
+    assert isinstance(events[0].error, expected)
+    assert "paused" == fleet.status("shop-1").state
