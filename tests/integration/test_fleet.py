@@ -14,6 +14,7 @@ from taobao_ordersync import (
     AuthenticationError,
     Batch,
     CheckpointCorruptError,
+    CheckpointVersionError,
     ConfigurationError,
     Fleet,
     FleetEvent,
@@ -307,8 +308,10 @@ async def test_backoff_runs_on_the_fleets_clock() -> None:
         (WindowTooDenseError("one second holds more than Taobao lists"), "WindowTooDenseError"),
         (InvalidRequestError(code=31, msg="Invalid timestamp"), "InvalidRequestError"),  # refused twice in a row
         (ExceptionGroup("fullinfo", [ServerError(code=15, msg="Remote service error")]), "ServerError"),
+        # Written by a newer release during a rolling upgrade: a newer worker may be the only reader.
+        (CheckpointVersionError("shop-1", found=2, known=1), "CheckpointVersionError"),
     ],
-    ids=["dense-second", "timestamp-refused", "group-of-transient"],
+    ids=["dense-second", "timestamp-refused", "group-of-transient", "newer-checkpoint"],
 )
 async def test_transient_causes_back_off_and_never_pause(error: Exception, reported: str) -> None:
     """A dense second, a refused timestamp, or a task group's transient error back off (rule 18):
