@@ -7,8 +7,10 @@ few pages per turn while every other due shop gets its turn in between
 (round-robin by turn; the shop's read position survives between turns, so no
 call is repeated). A shop that has caught up is polled again after an interval
 that adapts to its volume. A failure stays with its shop: an invalid session
-pauses the shop until its session is updated, transient trouble and handler
-errors back it off, and everyone else keeps syncing.
+pauses the shop until its session is updated; transient trouble (a dense second,
+a refused timestamp, a checkpoint from a newer release included) and handler
+errors back it off; everyone else keeps syncing. The choice is made on the
+exception's type, never its text.
 
 Commit rule: a window is committed only after the handler returned for its last
 batch and the shop's next batch was asked for; stopping or cancelling the fleet
