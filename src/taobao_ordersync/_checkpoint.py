@@ -21,7 +21,7 @@ from typing import Any, Final
 from attrs import frozen
 
 from taobao_ordersync._time import format_time, parse_time
-from taobao_ordersync.errors import CheckpointCorruptError
+from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
 
 FORMAT: Final = 1
 #: Boundary keys kept at most; beyond this, duplicates are allowed (never losses).
@@ -71,11 +71,10 @@ class Checkpoint:
             if not isinstance(document, dict):
                 raise TypeError("not an object")
             found = document.get("format")
+            if type(found) is int and found > FORMAT:
+                raise CheckpointVersionError(shop_id, found=found, known=FORMAT)
             if type(found) is not int or found != FORMAT:
-                raise CheckpointCorruptError(
-                    f"shop {shop_id!r}: checkpoint format {found!r} is not {FORMAT}; "
-                    "was it written by a newer taobao-ordersync?"
-                )
+                raise CheckpointCorruptError(f"shop {shop_id!r}: checkpoint format {found!r} is not {FORMAT}")
             if document["shop_id"] != shop_id:
                 raise ValueError(f"it belongs to shop {document['shop_id']!r}")
             backfilled_to = document["backfilled_to"]
@@ -87,7 +86,7 @@ class Checkpoint:
                 backfilled_to=None if backfilled_to is None else parse_time(backfilled_to),
                 boundary=frozenset((_exact_int(tid), parse_time(modified)) for tid, modified in document["boundary"]),
             )
-        except CheckpointCorruptError:
+        except (CheckpointCorruptError, CheckpointVersionError):
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise CheckpointCorruptError(f"shop {shop_id!r}: stored checkpoint is unreadable: {exc}") from exc

@@ -23,6 +23,7 @@ from aiolimiter import AsyncLimiter
 from taobao_ordersync import _wire
 from taobao_ordersync._convert import ListQuery, structure_fullinfo, structure_page, structure_time
 from taobao_ordersync._retry import RetryPolicy, is_transient
+from taobao_ordersync._time import from_epoch
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
 from taobao_ordersync.errors import (
     ApiError,
@@ -39,6 +40,7 @@ __all__ = ["DEFAULT_URL", "TopClient"]
 
 DEFAULT_URL: Final = "https://eco.taobao.com/router/rest"
 _INVALID_TIMESTAMP: Final = 31
+_CLOCKS_AGREE: Final = 1.0  # seconds wall and monotonic time may drift apart before a new measurement
 
 logger = logging.getLogger("taobao_ordersync.client")
 
@@ -177,6 +179,11 @@ class TopClient:
         return max(0.0, self._ban_until - self._clock.monotonic())
 
     @property
+    def clock(self) -> Clock:
+        """The local clock this client reads (a ``Fleet`` and a ``Worker`` schedule on it too)."""
+        return self._clock
+
+    @property
     def call_counts(self) -> Mapping[str, int]:
         """HTTP requests sent so far, by API method (retries included)."""
         return dict(self._calls)
@@ -195,42 +202,58 @@ class TopClient:
     async def server_now(self) -> datetime:
         """A moment Taobao's clock has surely reached (estimate minus its uncertainty).
 
-        Plan windows on this, never on the local clock (design rule 2).
+        Plan windows on this, never on the local clock (design rule 2). It runs on the
+        monotonic clock: a step of the wall clock does not move it (rule 16).
         """
         estimate = await self._fresh_estimate()
-        return estimate.earliest(self._clock.time())
+        return estimate.earliest(self._clock.monotonic())
 
     async def measure_clock(self) -> ClockEstimate:
         """Measure Taobao's clock now with ``taobao.time.get``."""
         async with self._clock_lock:
             return await self._measure()
 
-    async def _fresh_estimate(self) -> ClockEstimate:
+    def _fresh(self) -> ClockEstimate | None:
+        """The current estimate, unless it is due for a new measurement."""
         estimate = self._estimate
-        if estimate is not None and self._clock.monotonic() - estimate.measured_at < self._clock_refresh:
+        if estimate is None:
+            return None
+        monotonic = self._clock.monotonic()
+        # Wall and monotonic time disagree about what passed since the measurement: one of them jumped
+        # (an NTP step, or a VM resumed whose monotonic clock stood still while suspended). Measure again.
+        drift = estimate.wall_drift(wall=self._clock.time(), monotonic=monotonic)
+        if monotonic - estimate.measured_at >= self._clock_refresh or abs(drift) > _CLOCKS_AGREE:
+            return None
+        return estimate
+
+    async def _fresh_estimate(self) -> ClockEstimate:
+        if (estimate := self._fresh()) is not None:
             return estimate
         async with self._clock_lock:
-            estimate = self._estimate
-            if estimate is not None and self._clock.monotonic() - estimate.measured_at < self._clock_refresh:
+            if (estimate := self._fresh()) is not None:
                 return estimate
             return await self._measure()
 
     async def _measure(self) -> ClockEstimate:
-        sent = self._clock.time()
+        sent = self._clock.monotonic()
         server = await self._request("taobao.time.get", {}, session=None, read=structure_time)
-        received = self._clock.time()
-        estimate = ClockEstimate.from_round_trip(
-            sent=sent, received=received, server=server, measured_at=self._clock.monotonic()
-        )
+        received = self._clock.monotonic()
+        estimate = ClockEstimate.from_round_trip(sent=sent, received=received, server=server, wall_gap=self._wall_gap())
         self._estimate = estimate
-        logger.debug("taobao clock offset %+.3f s (+/- %.3f s)", estimate.offset, estimate.uncertainty)
+        logger.debug(
+            "taobao clock %+.3f s from our wall clock (+/- %.3f s)",
+            estimate.offset - estimate.wall_gap,
+            estimate.uncertainty,
+        )
         return estimate
 
+    def _wall_gap(self) -> float:
+        return self._clock.time() - self._clock.monotonic()
+
     def _signing_time(self) -> datetime:
-        local = self._clock.time()
         if self._estimate is None:
-            return ClockEstimate(offset=0.0, uncertainty=0.0, measured_at=0.0).now(local)
-        return self._estimate.now(local)
+            return from_epoch(self._clock.time())  # nothing measured yet: the wall clock is all we have
+        return self._estimate.now(self._clock.monotonic())
 
     # -- generic call ----------------------------------------------------------------
 
@@ -355,9 +378,9 @@ class TopClient:
                 simplify=self.simplify,
             )
             self._calls[method] += 1
-            sent = self._clock.time()
+            sent = self._clock.monotonic()
             raw = await self._transport.post(self.url, form)
-            received = self._clock.time()
+            received = self._clock.monotonic()
         try:
             return _wire.decode_response(method, raw.status, raw.body, simplify=self.simplify)
         except ApiError as exc:
@@ -371,7 +394,7 @@ class TopClient:
             return
         try:
             self._estimate = ClockEstimate.from_date_header(
-                raw.date, sent=sent, received=received, measured_at=self._clock.monotonic()
+                raw.date, sent=sent, received=received, wall_gap=self._wall_gap()
             )
         except (TypeError, ValueError):
             logger.warning("code 31 reply carried an unreadable Date header: %r", raw.date)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
@@ -49,22 +49,41 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+async def wait_until_set(event: asyncio.Event, seconds: float | None, *, clock: Clock) -> None:
+    """Wait until ``event`` is set or ``seconds`` have passed on ``clock`` (None: no time limit)."""
+    if seconds is None:
+        await event.wait()
+        return
+    waiting = asyncio.ensure_future(event.wait())
+    sleeping = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait((waiting, sleeping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        sleeping.cancel()
+
+
 @frozen
 class ClockEstimate:
-    """Taobao's clock as seen from ours: ``server = local + offset``, +/- ``uncertainty``.
+    """Taobao's clock, anchored on our monotonic clock: ``server = monotonic + offset``, +/- ``uncertainty``.
 
-    ``measured_at`` is the local monotonic time of the measurement.
+    Anchored on the monotonic clock because the wall clock can step (NTP, a VM resumed):
+    a step after a measurement must not move Taobao's "now" (design rule 16).
+    ``measured_at`` is the monotonic time of the measurement; ``wall_gap`` is the local
+    wall clock minus the monotonic clock then, so a later change of that gap shows that
+    one of the two jumped and the estimate should be measured again.
     """
 
     offset: float
     uncertainty: float
     measured_at: float
+    wall_gap: float = 0.0
 
     @classmethod
     def from_round_trip(
-        cls, *, sent: float, received: float, server: datetime, measured_at: float, resolution: float = 1.0
+        cls, *, sent: float, received: float, server: datetime, wall_gap: float = 0.0, resolution: float = 1.0
     ) -> ClockEstimate:
-        """From a reply stamped ``server`` (floored to ``resolution``) between ``sent`` and ``received``.
+        """From a reply stamped ``server`` (floored to ``resolution``) between monotonic ``sent`` and ``received``.
 
         The true server time at our midpoint lies in ``server + [0, resolution)`` widened
         by half the round trip; the estimate is the middle of that interval.
@@ -72,22 +91,22 @@ class ClockEstimate:
         round_trip = max(0.0, received - sent)
         midpoint = (sent + received) / 2
         offset = server.timestamp() + resolution / 2 - midpoint
-        return cls(offset=offset, uncertainty=resolution / 2 + round_trip / 2, measured_at=measured_at)
+        return cls(offset=offset, uncertainty=resolution / 2 + round_trip / 2, measured_at=received, wall_gap=wall_gap)
 
     @classmethod
-    def from_date_header(cls, header: str, *, sent: float, received: float, measured_at: float) -> ClockEstimate:
-        """From an HTTP ``Date`` header (RFC 9110, whole seconds)."""
+    def from_date_header(cls, header: str, *, sent: float, received: float, wall_gap: float = 0.0) -> ClockEstimate:
+        """From an HTTP ``Date`` header (RFC 9110, whole seconds) between monotonic ``sent`` and ``received``."""
         server = parsedate_to_datetime(header)
-        return cls.from_round_trip(sent=sent, received=received, server=server, measured_at=measured_at)
+        return cls.from_round_trip(sent=sent, received=received, server=server, wall_gap=wall_gap)
 
-    def now(self, local: float) -> datetime:
-        """Best estimate of Taobao's time when our clock reads ``local`` (for signing)."""
-        return from_epoch(local + self.offset)
+    def now(self, monotonic: float) -> datetime:
+        """Best estimate of Taobao's time when our monotonic clock reads ``monotonic`` (for signing)."""
+        return from_epoch(monotonic + self.offset)
 
-    def earliest(self, local: float) -> datetime:
-        """A time Taobao's clock has surely reached (for planning windows)."""
-        return from_epoch(local + self.offset - self.uncertainty)
+    def earliest(self, monotonic: float) -> datetime:
+        """A time Taobao's clock has surely reached at ``monotonic`` (for planning windows)."""
+        return from_epoch(monotonic + self.offset - self.uncertainty)
 
-    def skew(self) -> timedelta:
-        """How far Taobao's clock is ahead of ours (negative: behind)."""
-        return timedelta(seconds=self.offset)
+    def wall_drift(self, *, wall: float, monotonic: float) -> float:
+        """Seconds the wall clock moved against the monotonic clock since the measurement."""
+        return (wall - monotonic) - self.wall_gap

@@ -21,6 +21,7 @@ grouped by what the caller can do about them::
     │   ├── CheckpointConflictError               another writer moved the checkpoint
     │   │   └── LeaseLostError                    this worker's lease on the shop is gone (fencing)
     │   ├── CheckpointCorruptError                stored data cannot be read
+    │   ├── CheckpointVersionError                a checkpoint written by a newer library
     │   ├── StoreUnavailableError                 the database cannot be reached
     │   └── SchemaVersionError                    the database was set up by a newer library
     ├── SessionUnavailableError                   the app's session provider had no session for a shop
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointCorruptError",
     "CheckpointError",
     "CheckpointExpiredError",
+    "CheckpointVersionError",
     "ConfigurationError",
     "ConnectError",
     "InvalidRequestError",
@@ -179,6 +181,22 @@ class LeaseLostError(CheckpointConflictError):
 
 class CheckpointCorruptError(CheckpointError):
     """A stored checkpoint cannot be decoded."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A stored checkpoint has a format newer than this library knows: a newer release wrote it.
+
+    Not corruption: during a rolling upgrade the newer workers can read it. Upgrade this one.
+    """
+
+    def __init__(self, shop_id: str, *, found: int, known: int) -> None:
+        self.shop_id = shop_id
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"shop {shop_id!r}: checkpoint format {found} is newer than format {known}, the newest this "
+            "taobao-ordersync reads; a newer release wrote it: upgrade this one"
+        )
 
 
 class StoreUnavailableError(CheckpointError):

@@ -37,6 +37,7 @@ from taobao_ordersync.errors import (
     CheckpointConflictError,
     CheckpointCorruptError,
     CheckpointError,
+    CheckpointVersionError,
     ConfigurationError,
     LeaseLostError,
     SchemaVersionError,
@@ -347,7 +348,7 @@ class PostgresStore:
             if row["data"] is not None:
                 try:
                     checkpoint = Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
-                except CheckpointCorruptError:
+                except (CheckpointCorruptError, CheckpointVersionError):  # shown as unknown, not an error
                     checkpoint = None
             shops.append(
                 RegisteredShop(

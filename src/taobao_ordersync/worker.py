@@ -22,13 +22,13 @@ import inspect
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
-from taobao_ordersync._lease import rebalance
+from taobao_ordersync._lease import LeaseRow, rebalance
 from taobao_ordersync.client import TopClient
+from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import (
     AuthenticationError,
     CheckpointConflictError,
@@ -63,6 +63,10 @@ class Worker:
         worker_id: a unique name (default: host, pid and a random suffix).
         lease: seconds a lease lasts without renewal; a dead worker's shops move after it.
         heartbeat: seconds between renewals (default ``lease / 3``).
+        release_paused_after: seconds a shop may stay paused (an invalid session, no session, a
+            bad request) before this worker gives its lease back, and then leaves it to the other
+            workers for as long (default: three leases). Another worker, perhaps a newer release or
+            one whose provider has a working session, may take it.
         on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
             carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
         **fleet_options: ``concurrency``, ``policy``, ``turn_batches`` and ``Syncer`` options.
@@ -78,6 +82,7 @@ class Worker:
         worker_id: str | None = None,
         lease: float = 30.0,
         heartbeat: float | None = None,
+        release_paused_after: float | None = None,
         on_event: Callable[[FleetEvent], None] | None = None,
         policy: PollPolicy | None = None,
         **fleet_options: Any,
@@ -91,6 +96,9 @@ class Worker:
         self.heartbeat_every = heartbeat if heartbeat is not None else lease / 3
         if not 0 < self.heartbeat_every < lease:
             raise ConfigurationError("heartbeat must be > 0 and shorter than the lease")
+        self.release_paused_after = release_paused_after if release_paused_after is not None else 3 * lease
+        if not self.release_paused_after > 0:
+            raise ConfigurationError("release_paused_after must be > 0 seconds")
         self.client = client
         self.store = store
         self.sessions = sessions
@@ -105,6 +113,8 @@ class Worker:
         self._unresolved: set[str] = set()
         self._resolving: set[str] = set()
         self._weights: dict[str, float] = {}
+        self._paused_since: dict[str, float] = {}  # held shops found paused, since when
+        self._left_alone: dict[str, float] = {}  # shops given back while paused: not claimed again before
         self._calls_seen: dict[str, tuple[int, float]] = {}
         self.fleet = Fleet(
             client,
@@ -116,6 +126,7 @@ class Worker:
             policy=policy,
             **fleet_options,
         )
+        self.clock = self.fleet.clock  # heartbeats run on the same injected clock as the polls
         self._stopping = asyncio.Event()
         self._nudge = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -148,8 +159,8 @@ class Worker:
             # Register, then let the others see us before we take any budget or shops: by the
             # time we claim, every live worker has re-counted and lowered its own rate.
             await self._beat(claim=False)
-            settled = time.monotonic() + self.heartbeat_every
-            while not self._stopping.is_set() and (left := settled - time.monotonic()) > 0:
+            settled = self.clock.monotonic() + self.heartbeat_every
+            while not self._stopping.is_set() and (left := settled - self.clock.monotonic()) > 0:
                 await self._sleep(left)
             while not self._stopping.is_set():
                 await self._beat(claim=True)
@@ -188,7 +199,7 @@ class Worker:
             self._renewal_failed(exc)
             return
         self.heartbeats += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._last_renewal is not None and now - self._last_renewal > self.lease:
             # Back after an outage: the others may not have re-registered yet, so the live count is
             # low. Take no shops this beat (like the settle at start); the next beat sees them all.
@@ -204,25 +215,57 @@ class Worker:
         self.client.hold(beat.ban_left)
         if claim:
             try:
-                await self._rebalance(beat)
+                released = await self._release_paused()
+                await self._rebalance(beat, released)
             except CheckpointError as exc:  # the database went away mid-beat: the next beat tries again
                 logger.warning("worker %s: rebalancing failed: %s", self.worker_id, exc)
 
-    async def _rebalance(self, beat: Heartbeat) -> None:
+    async def _rebalance(self, beat: Heartbeat, released: set[str]) -> None:
         self._retry_sessions()
-        plan = rebalance(beat.rows, self.worker_id, beat.live_workers)
+        rows = [LeaseRow(row.shop_id, None, row.weight) if row.shop_id in released else row for row in beat.rows]
+        plan = rebalance(rows, self.worker_id, beat.live_workers)
         if plan.idle:
             return
         await self._give_back(plan.release, plan.release_count)
+        now = self.clock.monotonic()
+        self._left_alone = {shop_id: until for shop_id, until in self._left_alone.items() if until > now}
+        candidates = [shop_id for shop_id in plan.candidates if shop_id not in self._left_alone]
         # A claim whose reply is lost leaves shops leased to us unknowingly: they expire and move on.
-        claimed = await self.store.claim(self.worker_id, plan.candidates, plan.claim, lease=self.lease)
+        claimed = await self.store.claim(self.worker_id, candidates, plan.claim, lease=self.lease)
         for shop_id, token in claimed.items():
             self._tokens[shop_id] = token
         self._open_soon(claimed)
 
+    async def _release_paused(self) -> set[str]:
+        """Give back the shops paused for ``release_paused_after``: a lease held while doing nothing
+        keeps the shop from a worker that might sync it (rule 18)."""
+        now = self.clock.monotonic()
+        stale: set[str] = set()
+        for shop_id in self._tokens:
+            if not self._is_paused(shop_id):
+                self._paused_since.pop(shop_id, None)
+            elif now - self._paused_since.setdefault(shop_id, now) >= self.release_paused_after:
+                stale.add(shop_id)
+        if not stale:
+            return stale
+        for shop_id in stale:
+            self._forget(shop_id)
+            self._left_alone[shop_id] = now + self.release_paused_after
+        await self.store.release(self.worker_id, sorted(stale))
+        logger.warning(
+            "worker %s gave back %d shops paused for %.0f s: %s",
+            self.worker_id, len(stale), self.release_paused_after, ", ".join(sorted(stale)),
+        )  # fmt: skip
+        return stale
+
+    def _is_paused(self, shop_id: str) -> bool:
+        if shop_id in self._unresolved:
+            return True
+        return shop_id in self.fleet and self.fleet.status(shop_id).state == "paused"
+
     def _renewal_failed(self, exc: CheckpointError) -> None:
         logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
-        if self._last_renewal is not None and time.monotonic() - self._last_renewal > self.lease:
+        if self._last_renewal is not None and self.clock.monotonic() - self._last_renewal > self.lease:
             # Our leases have run out: others may take the shops once the database is back.
             for shop_id in list(self._tokens):
                 self._drop(shop_id, "its lease could not be renewed (database unreachable)")
@@ -235,7 +278,7 @@ class Worker:
         return self.heartbeat_every
 
     def _reports(self) -> list[Report]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         reports: list[Report] = []
         for shop_id, token in self._tokens.items():
             if shop_id not in self.fleet:
@@ -331,7 +374,7 @@ class Worker:
             or (
                 shop_id in self.fleet
                 and (status := self.fleet.status(shop_id)).state == "paused"
-                and (status.last_error or "").startswith(AuthenticationError.__name__)
+                and isinstance(status.error, AuthenticationError)
             )
         )
 
@@ -348,6 +391,7 @@ class Worker:
         self._unresolved.discard(shop_id)
         self._calls_seen.pop(shop_id, None)
         self._weights.pop(shop_id, None)  # the registry keeps the last one for whoever claims it next
+        self._paused_since.pop(shop_id, None)
         if shop_id in self.fleet:
             self.fleet.remove(shop_id)
 
@@ -402,5 +446,4 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         self._nudge.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._nudge.wait(), seconds)
+        await wait_until_set(self._nudge, seconds, clock=self.clock)

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 import pytest
 from tests.conftest import client_for
 
 from taobao_ordersync import (
+    AuthenticationError,
     Batch,
+    CheckpointCorruptError,
+    CheckpointVersionError,
     ConfigurationError,
     Fleet,
     FleetEvent,
+    InvalidRequestError,
     MemoryStore,
     PollPolicy,
+    ServerError,
     Shop,
+    TopClient,
+    WindowTooDenseError,
 )
-from taobao_ordersync.testing import Chaos, Collector, ShopProfile
+from taobao_ordersync.testing import Chaos, Collector, FakeClock, ShopProfile
 
 FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
 
@@ -56,7 +63,7 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
                 concurrency=6,
                 policy=FAST,
                 turn_batches=3,
-                on_event=lambda event: events.append((time.monotonic(), event)),
+                on_event=lambda event: events.append((fleet.clock.monotonic(), event)),
                 lag=5,
                 seed=1,
             )
@@ -67,7 +74,7 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
                 await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
                 # Stamped ahead of the clock: changes must never surface behind a committed window.
                 emu.flash_sale("shop-1", 15_000, seconds=30, start=emu.now() + timedelta_seconds(1))
-                sale_started = time.monotonic()
+                sale_started = fleet.clock.monotonic()
                 for _ in range(6):
                     emu.advance(30)
                     await asyncio.sleep(0.3)
@@ -206,15 +213,22 @@ def test_bad_policies_are_refused(options: dict[str, Any]) -> None:
 
 
 async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:
-    """remove() stops a shop's polls and cancels anyone waiting for them; other shops go on."""
+    """remove() stops a shop's polls and cancels anyone waiting for them; other shops go on.
+
+    Counted in reads the fleet starts, not trades delivered: a quiet shop has no new trades to
+    deliver, so a removed shop still polling would go unseen in its handler.
+    """
     async with make_emulator(shops=2, seed=44) as emu:
-        calls: dict[str, int] = defaultdict(int)
-
-        async def handler(shop: Shop, batch: Batch) -> None:
-            calls[shop.id] += 1
-
+        reads: dict[str, int] = defaultdict(int)
         async with client_for(emu, clock_refresh=0) as client:
-            fleet = Fleet(client, store=MemoryStore(), handler=handler, policy=FAST, lag=5)
+            fleet = Fleet(client, store=MemoryStore(), handler=ignore, policy=FAST, lag=5)
+            real_batches = fleet.syncer.batches
+
+            def counted_batches(shop: Shop) -> AsyncGenerator[Batch, None]:
+                reads[shop.id] += 1
+                return real_batches(shop)
+
+            fleet.syncer.batches = counted_batches  # type: ignore[method-assign]
             for state in emu.shops:
                 fleet.add(Shop(id=state.id, session=state.session))
             runner = asyncio.create_task(fleet.run())
@@ -223,14 +237,117 @@ async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:
                 waiting = asyncio.ensure_future(fleet.polled("shop-2"))
                 await asyncio.sleep(0)
                 fleet.remove("shop-2")
-                removed_at = calls["shop-2"]
-                emu.advance(600)
-                await asyncio.wait_for(fleet.polled("shop-1"), 20)
-                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                removed_at, kept_at = reads["shop-2"], reads["shop-1"]
+                # Three polls of shop-1 span two whole intervals; a shop still in the fleet polls at
+                # least once per max_interval * (1 + jitter), which is shorter.
+                for _ in range(3):
+                    await asyncio.wait_for(fleet.polled("shop-1"), 20)
             finally:
                 fleet.stop()
                 await asyncio.wait_for(runner, 10)
 
     assert waiting.cancelled()
-    assert removed_at == calls["shop-2"]
+    assert reads["shop-1"] >= kept_at + 3
+    assert removed_at == reads["shop-2"]
     assert ["shop-1"] == fleet.shop_ids
+
+
+# -- failures on the fleet's own (fake) clock: no emulator, each read raises the next scripted error ----
+
+SLOW_BACKOFF = PollPolicy(min_interval=600, max_interval=600, jitter=0, min_backoff=30, max_backoff=240)
+
+
+def scripted_fleet(errors: Iterable[BaseException], events: list[FleetEvent]) -> tuple[Fleet, FakeClock]:
+    """A fleet on a fake clock whose shop's reads raise ``errors`` one by one, then find nothing new."""
+    clock = FakeClock()
+    client = TopClient("app", "secret", url="http://127.0.0.1:9/router/rest")  # never called
+    fleet = Fleet(client, store=MemoryStore(), handler=ignore, policy=SLOW_BACKOFF, on_event=events.append, clock=clock)
+    script = iter(errors)
+
+    async def batches(shop: Shop) -> AsyncGenerator[Batch, None]:
+        error = next(script, None)
+        if error is not None:
+            raise error
+        for batch in ():  # caught up: nothing new
+            yield batch
+
+    fleet.syncer.batches = batches  # type: ignore[method-assign]
+    fleet.add(Shop(id="shop-1", session="session-1"))
+    return fleet, clock
+
+
+async def ignore(shop: Shop, batch: Batch) -> None:
+    pass
+
+
+async def poll_once(fleet: Fleet) -> None:
+    """Run the fleet until shop-1 completes a poll (raising its error if it pauses instead)."""
+    runner = asyncio.create_task(fleet.run())
+    try:
+        await asyncio.wait_for(fleet.polled("shop-1"), 10)
+    finally:
+        fleet.stop()
+        await asyncio.wait_for(runner, 10)
+
+
+async def test_backoff_runs_on_the_fleets_clock() -> None:
+    """Transient failures back off 30, 60, 120, 240, 240 s (exponential, bounded) on the injected clock:
+    the fake clock makes them instant, and the retry comes when that clock says, not the machine's."""
+    events: list[FleetEvent] = []
+    fleet, clock = scripted_fleet([ServerError(code=15, msg="Remote service error")] * 5, events)
+
+    await poll_once(fleet)
+
+    assert [30.0, 60.0, 120.0, 240.0, 240.0] == clock.sleeps[:5]
+    assert ["backing_off"] * 5 + ["synced"] == [event.kind for event in events][:6]
+
+
+@pytest.mark.parametrize(
+    ("error", "reported"),
+    [
+        (WindowTooDenseError("one second holds more than Taobao lists"), "WindowTooDenseError"),
+        (InvalidRequestError(code=31, msg="Invalid timestamp"), "InvalidRequestError"),  # refused twice in a row
+        (ExceptionGroup("fullinfo", [ServerError(code=15, msg="Remote service error")]), "ServerError"),
+        # Written by a newer release during a rolling upgrade: a newer worker may be the only reader.
+        (CheckpointVersionError("shop-1", found=2, known=1), "CheckpointVersionError"),
+    ],
+    ids=["dense-second", "timestamp-refused", "group-of-transient", "newer-checkpoint"],
+)
+async def test_transient_causes_back_off_and_never_pause(error: Exception, reported: str) -> None:
+    """A dense second, a refused timestamp, or a task group's transient error back off (rule 18):
+    the shop is polled again once the cause has passed, and its status names the typed error."""
+    events: list[FleetEvent] = []
+    fleet, clock = scripted_fleet([error] * 3, events)
+    last_errors: list[str | None] = []
+    fleet.on_event = lambda event: (events.append(event), last_errors.append(fleet.status("shop-1").last_error))
+
+    await poll_once(fleet)
+
+    assert ["backing_off"] * 3 + ["synced"] == [event.kind for event in events][:4]
+    assert [30.0, 60.0, 120.0] == clock.sleeps[:3]
+    assert (last_errors[0] or "").startswith(f"{reported}: ")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AuthenticationError(code=27, msg="Invalid session"),
+        InvalidRequestError(code=25, msg="Invalid Signature"),
+        CheckpointCorruptError("shop 'shop-1': stored checkpoint is unreadable"),
+        ExceptionGroup("fullinfo", [ServerError(code=15, msg="busy"), AuthenticationError(code=27, msg="expired")]),
+    ],
+    ids=["session", "signature", "corrupt-checkpoint", "group-with-session"],
+)
+async def test_causes_only_an_operator_can_fix_pause_with_the_typed_error(error: Exception) -> None:
+    """An invalid session, a bad request or a corrupt checkpoint pause the shop; an ExceptionGroup
+    is unwrapped, so the pause carries (and polled() raises) the error inside it."""
+    events: list[FleetEvent] = []
+    fleet, _ = scripted_fleet([error], events)
+    expected = type(error.exceptions[-1] if isinstance(error, ExceptionGroup) else error)
+
+    with pytest.raises(expected):
+        await poll_once(fleet)
+
+    assert ["paused"] == [event.kind for event in events]
+    assert isinstance(events[0].error, expected)
+    assert "paused" == fleet.status("shop-1").state

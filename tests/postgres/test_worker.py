@@ -282,3 +282,28 @@ async def test_a_slow_session_provider_never_delays_the_heartbeat(
         assert 12 == len(worker.shop_ids)
         assert not [event for event in group.events if event.kind in ("removed", "paused")]
         await group.verify(admin, shop_ids)
+
+
+async def test_a_paused_shop_gives_its_lease_back(make_emulator: Any, postgres_server: LocalPostgres) -> None:
+    """A shop paused on a session that no longer works is not held forever: after a few leases its
+    worker releases it (and leaves it to the others for as long), so another worker, whose provider
+    has the renewed session, takes it and syncs it; the first worker keeps its healthy shop."""
+    async with cluster(make_emulator, postgres_server, shops=2, seed=12) as (group, admin):
+        stale = dict(group.sessions)  # this worker's provider never learns the renewed session
+        group.emu.expire_session("shop-2")
+        first = await group.start("w1", sessions=stale.get, release_paused_after=2 * LEASE)
+        while not any(event.kind == "paused" and event.shop_id == "shop-2" for event in group.events):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        paused_at = time.monotonic()
+        assert "w1" == (await owners(admin))["shop-2"]
+
+        while (await owners(admin))["shop-2"] == "w1":
+            assert time.monotonic() - paused_at < 2 * LEASE + 3 * first.heartbeat_every + 1, "never given back"
+            await asyncio.sleep(0.05)
+        assert ["shop-1"] == first.shop_ids
+        group.sessions["shop-2"] = group.emu.renew_session("shop-2")
+        await group.start("w2")
+
+        await group.synced(admin, ["shop-1", "shop-2"])
+        assert {"shop-1": "w1", "shop-2": "w2"} == await owners(admin)
+        await group.verify(admin, ["shop-1", "shop-2"])

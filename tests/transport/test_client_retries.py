@@ -211,9 +211,59 @@ async def test_code_31_recovers_from_the_date_header(client: TopClient, clock: F
             estimate = await client.measure_clock()
             sent = [call.kwargs["data"] for calls in mocked.requests.values() for call in calls]
 
-    assert abs(estimate.offset - 1200) <= estimate.uncertainty
+    # Anchored on the monotonic clock: read at monotonic time, the estimate is 20 minutes ahead of the wall.
+    ahead_of_wall = estimate.now(clock.monotonic()).timestamp() - clock.time()
+    assert abs(ahead_of_wall - 1200) <= estimate.uncertainty
     assert "2023-11-15 06:13:20" == sent[0]["timestamp"]
     assert sent[1]["timestamp"].startswith("2023-11-15 06:33:2")
+
+
+@pytest.mark.parametrize("step", [-120.0, 120.0])
+async def test_a_wall_clock_step_does_not_move_taobaos_clock(client: TopClient, clock: FakeClock, step: float) -> None:
+    """NTP steps the wall clock after a measurement: Taobao's "now" stays where it was (rule 16).
+
+    Anchored on the wall clock, a step back planned windows behind Taobao and a step forward
+    (a VM resumed) planned them ahead of it, committing a cursor past trades not yet listed.
+    """
+    with aioresponses() as mocked:
+        mocked.post(URL, **reply(TIME_OK), repeat=True)
+        async with client:
+            before = await client.server_now()
+            clock.step_wall(step)
+            after = await client.server_now()
+
+    assert before == after
+
+
+async def test_the_signing_timestamp_survives_a_wall_clock_step(client: TopClient, clock: FakeClock) -> None:
+    """The wall clock steps back 700 s after a measurement: requests are still signed with Taobao's time,
+    not refused for a timestamp more than 10 minutes off."""
+    with aioresponses() as mocked:
+        mocked.post(URL, **reply(TIME_OK), repeat=True)
+        async with client:
+            await client.measure_clock()
+            clock.step_wall(-700)
+            await client.time()
+            sent = [call.kwargs["data"] for calls in mocked.requests.values() for call in calls]
+
+    assert sent[-1]["timestamp"].startswith("2023-11-15 06:13:2")
+
+
+async def test_clock_is_measured_again_when_wall_and_monotonic_disagree(client: TopClient, clock: FakeClock) -> None:
+    """A wall clock that moved more than a second against monotonic time since the measurement means
+    one of them jumped (NTP, a suspended VM): Taobao's clock is measured again long before clock_refresh."""
+    with aioresponses() as mocked:
+        mocked.post(URL, **reply(TIME_OK), repeat=True)
+        async with client:
+            await client.server_now()
+            clock.step_wall(0.5)  # within a second: NTP slewing, no new measurement
+            await client.server_now()
+            measured = client.call_counts["taobao.time.get"]
+            clock.step_wall(1.0)
+            await client.server_now()
+
+    assert 1 == measured
+    assert 2 == client.call_counts["taobao.time.get"]
 
 
 async def test_code_31_twice_gives_up(client: TopClient) -> None:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from taobao_ordersync._checkpoint import MAX_BOUNDARY, Checkpoint
 from taobao_ordersync._time import CST
-from taobao_ordersync.errors import CheckpointCorruptError
+from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
 
 BASE = datetime(2024, 1, 1, tzinfo=CST)
 FIELDS = {"format", "shop_id", "origin", "cursor", "backfill_from", "backfilled_to", "boundary"}
@@ -178,10 +178,21 @@ def test_another_shops_checkpoint_names_the_owner() -> None:
         Checkpoint.from_json(sample(shop_id="shop-2").to_json(), shop_id="shop-1")
 
 
-@pytest.mark.parametrize("version", [2, 99, "1"], ids=["2", "99", "string-1"])
-def test_an_unknown_format_points_at_a_newer_version(version: object) -> None:
-    """A document of another format is refused with a hint that a newer release wrote it."""
-    with pytest.raises(CheckpointCorruptError, match="newer"):
+@pytest.mark.parametrize("version", [2, 99])
+def test_a_newer_format_is_a_version_error_not_corruption(version: int) -> None:
+    """A format newer than this library knows was written by a newer release (a rolling upgrade):
+    CheckpointVersionError, which is not CheckpointCorruptError, so a fleet waits instead of pausing."""
+    with pytest.raises(CheckpointVersionError, match="newer") as caught:
+        Checkpoint.from_json(json.dumps(document(format=version)), shop_id="shop-1")
+
+    assert not isinstance(caught.value, CheckpointCorruptError)
+    assert version == caught.value.found
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", 1.0, None, True], ids=["0", "-1", "string-1", "float", "null", "true"])
+def test_a_format_no_release_ever_wrote_is_corrupt(version: object) -> None:
+    """Older than any release, or not an integer: the document is damaged, not from the future."""
+    with pytest.raises(CheckpointCorruptError, match="format"):
         Checkpoint.from_json(json.dumps(document(format=version)), shop_id="shop-1")
 
 

@@ -7,28 +7,35 @@ from taobao_ordersync.clock import ClockEstimate
 
 
 def test_round_trip_estimate_halves_the_trip() -> None:
-    """A server 300 s ahead, seen over a 0.2 s round trip, is estimated within its bounds."""
-    sent = 1_700_000_000.0
-    server = datetime.fromtimestamp(sent + 0.1 + 300, tz=CST).replace(microsecond=0)
+    """A server 300 s ahead of the wall clock, seen over a 0.2 s round trip, is estimated within its bounds."""
+    wall, monotonic = 1_700_000_000.0, 5_000.0
+    server = datetime.fromtimestamp(wall + 0.1 + 300, tz=CST).replace(microsecond=0)
 
-    estimate = ClockEstimate.from_round_trip(sent=sent, received=sent + 0.2, server=server, measured_at=0.0)
-
-    assert abs(estimate.offset - 300) <= estimate.uncertainty
-    assert 0.6 == round(estimate.uncertainty, 6)
-    true_now = datetime.fromtimestamp(sent + 10 + 300, tz=CST)
-    assert estimate.earliest(sent + 10) <= true_now
-
-
-def test_date_header_estimate() -> None:
-    """An RFC 9110 Date header (whole seconds, GMT) gives the offset."""
-    sent = datetime(2024, 1, 2, 3, 0, 0, tzinfo=CST).timestamp()
-
-    estimate = ClockEstimate.from_date_header(
-        "Mon, 01 Jan 2024 19:15:00 GMT", sent=sent, received=sent, measured_at=0.0
+    estimate = ClockEstimate.from_round_trip(
+        sent=monotonic, received=monotonic + 0.2, server=server, wall_gap=wall - monotonic
     )
 
-    assert abs(estimate.offset - 900.5) < 1e-6
-    assert timedelta(seconds=900.5) == estimate.skew()
+    assert abs(estimate.offset - (wall - monotonic + 300)) <= estimate.uncertainty
+    assert 0.6 == round(estimate.uncertainty, 6)
+    assert monotonic + 0.2 == estimate.measured_at
+    true_now = datetime.fromtimestamp(wall + 10 + 300, tz=CST)
+    assert estimate.earliest(monotonic + 10) <= true_now
+
+
+def test_date_header_estimate_is_anchored_on_the_monotonic_clock() -> None:
+    """An RFC 9110 Date header (whole seconds, GMT) read at monotonic time 42 gives Taobao's time then."""
+    estimate = ClockEstimate.from_date_header("Mon, 01 Jan 2024 19:15:00 GMT", sent=42.0, received=42.0)
+
+    assert datetime(2024, 1, 2, 3, 15, 0, 500_000, tzinfo=CST) == estimate.now(42.0)
+    assert estimate.now(42.0) + timedelta(seconds=8) == estimate.now(50.0)
+
+
+def test_wall_drift_is_measured_against_the_gap_at_measurement() -> None:
+    """The wall clock stepped back 120 s since the measurement; monotonic time ran on evenly."""
+    estimate = ClockEstimate(offset=0.0, uncertainty=0.5, measured_at=10.0, wall_gap=1_000.0)
+
+    assert 0.0 == estimate.wall_drift(wall=1_030.0, monotonic=30.0)
+    assert -120.0 == estimate.wall_drift(wall=910.0, monotonic=30.0)
 
 
 def test_wire_time_round_trip() -> None:

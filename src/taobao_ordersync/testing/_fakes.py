@@ -28,6 +28,10 @@ class FakeClock:
         self._wall += seconds
         self._mono += seconds
 
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock alone (an NTP correction, a VM resumed); monotonic time stays."""
+        self._wall += seconds
+
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.advance(max(0.0, seconds))
