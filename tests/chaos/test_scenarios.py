@@ -244,11 +244,11 @@ async def test_ties_in_a_new_order_on_every_request(make_emulator: Any, seed: in
 
 @pytest.mark.parametrize("seed", SEEDS[:2])
 async def test_stable_ties_cost_no_rereads(make_emulator: Any, seed: int) -> None:
-    """With ties in a stable order, trades moving while pages are read cause no re-read."""
-    chaos = Chaos(move_while_paging=0.5)
-    async with make_emulator(seed=seed, profile=DENSE, chaos=chaos) as emu:
+    """With ties in one order and nothing edited while pages are read, no second is read again."""
+    async with make_emulator(seed=seed, profile=DENSE) as emu:
         _bursts(emu, 0)
         report, syncer, _ = await run_syncer(emu, page_size=50, step=300, rounds=2, between=_bursts)
 
     assert 0 == report.lost, report
+    assert syncer.progress("shop-1").pages > 100
     assert 0 == syncer.progress("shop-1").tie_rereads
