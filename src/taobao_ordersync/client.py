@@ -430,7 +430,8 @@ class TopClient:
         trades, each once, each with a ``tid`` and created within the window (at
         whole-second resolution) when ``created`` is requested. A reply that does not is
         a transient ``ResponseFormatError``: retried, then raised, never an empty page.
-        Raises ``WindowTooLargeError`` at once (no retry) when Taobao times out listing it.
+        Raises ``WindowTooLargeError`` when Taobao times out listing it: at once for page 1 (the
+        window must be split), after the usual retries for a later page.
         """
         return await self._list(
             "taobao.trades.sold.get",
@@ -462,8 +463,8 @@ class TopClient:
 
         Both bounds are inclusive; the span may not exceed one day. ``types``, ``fields``
         and the checks on each reply are as for ``trades_sold``, with trades' ``modified``
-        checked against the window. Raises ``WindowTooLargeError`` at once (no retry)
-        when Taobao times out listing it.
+        checked against the window. Raises ``WindowTooLargeError`` when Taobao times out
+        listing it, as ``trades_sold`` does.
         """
         return await self._list(
             "taobao.trades.sold.increment.get",
@@ -519,8 +520,10 @@ class TopClient:
             page_size=page_size,
             use_has_next=use_has_next,
         )
+        # Page 1 carries the count: Taobao refusing it as too big means "split the window", so it is
+        # final. A later page of a window already counted is retried like any transient failure.
         return await self._request(
-            method, params, session=session, read=partial(structure_page, query=query), oversize_is_final=True
+            method, params, session=session, read=partial(structure_page, query=query), oversize_is_final=page_no == 1
         )
 
     async def trade_fullinfo(

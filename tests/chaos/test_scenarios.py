@@ -252,3 +252,26 @@ async def test_stable_ties_cost_no_rereads(make_emulator: Any, seed: int) -> Non
     assert 0 == report.lost, report
     assert syncer.progress("shop-1").pages > 100
     assert 0 == syncer.progress("shop-1").tie_rereads
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+async def test_later_pages_refused_as_too_big(make_emulator: Any, seed: int) -> None:
+    """A page after the first refused as too big (while page 1 was listed) is retried; it never
+    fails the run or restarts the window from page 1."""
+    chaos = Chaos(refuse_later_pages=0.3, move_while_paging=0.2)
+    async with make_emulator(seed=seed, profile=BUSY, chaos=chaos) as emu:
+        report, syncer, _ = await run_syncer(emu, page_size=20, step=600)
+
+    assert 0 == report.lost, report
+    assert emu.faults_injected > 10
+    assert 0 == syncer.progress("shop-1").splits
+
+
+async def test_a_later_page_refused_for_good_splits_its_window(make_emulator: Any) -> None:
+    """When every later page stays refused, windows are split until each fits one page: nothing lost."""
+    chaos = Chaos(refuse_later_pages=1.0)
+    async with make_emulator(seed=5, profile=ShopProfile(orders_per_day=3000, history_days=0.2), chaos=chaos) as emu:
+        report, syncer, _ = await run_syncer(emu, page_size=50, step=300, rounds=2)
+
+    assert 0 == report.lost, report
+    assert syncer.progress("shop-1").splits > 5

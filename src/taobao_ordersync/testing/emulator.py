@@ -74,6 +74,9 @@ class Chaos:
         shuffle_ties: return the trades that share a second in a fresh random order on
             every list request (TOP documents no tie-break; backends reorder ties per
             ``LIMIT``/``OFFSET``), so offset paging may split such a second unsafely.
+        refuse_later_pages: chance that a list request for page 2 or later is refused as too
+            big (``isp.top-remote-connection-timeout``) although its page 1 was listed, as an
+            overloaded Taobao does under 11.11 load.
     """
 
     error_rate: float = 0.0
@@ -84,6 +87,7 @@ class Chaos:
     slow_rate: float = 0.0
     slow_seconds: float = 0.5
     shuffle_ties: bool = False
+    refuse_later_pages: float = 0.0
 
 
 @frozen(kw_only=True)
@@ -594,6 +598,9 @@ class Emulator:
                 raise _bad_param("end_created", "end_created must not be before start_created")
             start = max(start, now - HORIZON)  # only the last three months are listed
             key_kind = "created"
+        if page_no > 1 and self.chaos.refuse_later_pages and self._rng.random() < self.chaos.refuse_later_pages:
+            self.faults_injected += 1
+            raise _Refusal(15, "Remote service error", "isp.top-remote-connection-timeout", "远程服务调用超时")
         if page_no > 1 and self.chaos.move_while_paging and self._rng.random() < self.chaos.move_while_paging:
             self._move_some(shop, key_kind, start, end, now)
         rows = self._matching(shop, key_kind, start, end, types, status, now)
