@@ -234,8 +234,8 @@ def structure_page(inner: Mapping[str, Any], query: ListQuery) -> TradePage:
     ``tids`` is always filled, in list order; ``trades`` only when ``modified`` was requested
     (a ``Trade`` needs it). Raises a transient ``ResponseFormatError`` for a reply without its
     count (``total_results``, or ``has_next`` under ``use_has_next``), with more than
-    ``page_size`` trades, a trade twice, a trade without ``tid`` or a requested time, or a
-    trade outside the window.
+    ``page_size`` trades (or more than its own count), an empty page that says ``has_next``,
+    a trade twice, a trade without ``tid`` or a requested time, or a trade outside the window.
     """
     total, has_next = _counts(inner, query.use_has_next)
     try:
@@ -244,6 +244,10 @@ def structure_page(inner: Mapping[str, Any], query: ListQuery) -> TradePage:
         raise _malformed(f"cannot read a trade page: {exc}") from None
     if len(items) > query.page_size:
         raise _malformed(f"a page of {len(items)} trades, more than the page_size of {query.page_size}")
+    if total is not None and len(items) > total:
+        raise _malformed(f"a page of {len(items)} trades in a window said to hold {total}")
+    if has_next and not items:
+        raise _malformed("an empty page says has_next")
     # TOP prints times floored to the second while its backend compares milliseconds:
     # a trade printed as the end's second is inside a window ending within that second.
     low, high = floor_second(query.start), floor_second(query.end)

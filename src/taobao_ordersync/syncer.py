@@ -417,12 +417,13 @@ class Syncer:
             while extra.has_next:
                 page_no += 1
                 if page_no > page_count(self.max_window_orders, self.page_size):
-                    raise _Refused  # it keeps growing (or always says has_next): read it in parts
-                extra = await self._later_page(shop, phase, window, page_no=page_no)
-                if not extra.trades:
+                    if window.can_split:
+                        raise _Refused  # it keeps growing (or always says has_next): read it in parts
                     raise ResponseFormatError(
-                        f"{self._method(phase)}: page {page_no} is empty but says has_next", is_transient=True
+                        f"{self._method(phase)}: has_next past page {page_no - 1} of a one-second window",
+                        is_transient=True,
                     )
+                extra = await self._later_page(shop, phase, window, page_no=page_no)
                 seams.record(page_no, self._sightings(extra, phase))
                 yield await self._deliver(shop, phase, window, extra, seen)
             for page_no in plan:

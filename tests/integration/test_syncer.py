@@ -14,6 +14,7 @@ from taobao_ordersync import (
     CheckpointExpiredError,
     ConfigurationError,
     MemoryStore,
+    ResponseFormatError,
     Shop,
     Syncer,
     Trade,
@@ -22,7 +23,7 @@ from taobao_ordersync import (
 )
 from taobao_ordersync import syncer as syncer_module
 from taobao_ordersync._time import floor_second
-from taobao_ordersync.testing import Collector, Emulator, ShopProfile
+from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 
 SHOP = Shop(id="shop-1", session="session-1")
 BUSY = ShopProfile(orders_per_day=1000, history_days=1)
@@ -349,3 +350,84 @@ def test_durations_round_up_to_whole_seconds(emulator: Emulator) -> None:
 
     assert timedelta(seconds=3) == syncer.lag
     assert timedelta(seconds=1) == syncer.overlap
+
+
+async def test_pages_past_the_counted_last_are_read_while_the_window_grows(make_emulator: Any) -> None:
+    """A window that grows after page 1 counted it says has_next on its last counted page: the
+    pages past it are read too (here 120 trades join a creation window mid-read)."""
+    async with make_emulator(seed=4, profile=ShopProfile(orders_per_day=500, history_days=1)) as emu:
+        grown = False
+
+        def grow(progress: Any) -> None:
+            nonlocal grown
+            if not grown and progress.pages == 1:
+                grown = True
+                emu.flash_sale("shop-1", 120, seconds=1, start=emu.now() - timedelta(hours=20))
+
+        collector = Collector()
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, page_size=50, on_progress=grow)
+            async for trade in syncer.increments(SHOP):
+                collector.add(trade)
+            checkpoint = await syncer.checkpoint(SHOP.id)
+        assert checkpoint is not None
+        report = emu.verify_sync(checkpoint, collector)
+        backfill_pages = emu.calls["taobao.trades.sold.get"]
+        trades = sum(1 for record in emu.shop("shop-1").trades.values() if record.created <= checkpoint.origin)
+
+    assert grown
+    assert 0 == report.lost, report
+    assert backfill_pages >= -(-trades // 50)  # every page of the grown window was read
+
+
+async def test_a_server_that_always_says_has_next_is_an_error_not_a_loop(make_emulator: Any) -> None:
+    """An empty page that says has_next is malformed: retried, then a transient error; the
+    checkpoint stays before the window."""
+    chaos = Chaos(always_has_next=True)
+    async with make_emulator(seed=4, profile=ShopProfile(orders_per_day=500, history_days=1), chaos=chaos) as emu:
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5, page_size=50)
+
+            async def drain() -> None:
+                async for _ in syncer.increments(SHOP):
+                    pass
+
+            with pytest.raises(ResponseFormatError, match="has_next") as raised:
+                await drain()
+            checkpoint = await syncer.checkpoint(SHOP.id)
+
+    assert raised.value.is_transient
+    assert checkpoint is not None and not checkpoint.backfill_done
+    assert emu.calls["taobao.trades.sold.get"] < 30
+
+
+async def test_a_backfill_resumed_after_the_horizon_passed_it_narrows_its_scope(
+    make_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trades created before Taobao's 3-month horizon can no longer be listed: a backfill resumed
+    after the horizon passed its position says so, records the narrower scope and loses nothing in it."""
+    async with make_emulator(seed=6, profile=ShopProfile(orders_per_day=40, history_days=90)) as emu:
+        store = MemoryStore()
+        collector = Collector()
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=store, lag=5, page_size=20)
+            async for batch in syncer.batches(SHOP):
+                for trade in batch.trades:
+                    collector.add(trade)
+                break  # a crash a few pages into the backfill
+            started = await syncer.checkpoint(SHOP.id)
+        assert started is not None and started.backfilled_to is not None
+        emu.advance(3 * 3600)  # the horizon moves past the resume point
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=store, lag=5, page_size=20)
+            emu.pause_activity()
+            async for trade in syncer.increments(SHOP):
+                collector.add(trade)
+            checkpoint = await syncer.checkpoint(SHOP.id)
+        assert checkpoint is not None
+        report = emu.verify_sync(checkpoint, collector)
+
+    assert "can no longer be listed" in caplog.text
+    assert checkpoint.backfill_from > started.backfill_from
+    assert checkpoint.backfill_from > started.backfilled_to
+    assert 0 == report.lost, report

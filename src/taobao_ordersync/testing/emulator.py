@@ -77,6 +77,8 @@ class Chaos:
         refuse_later_pages: chance that a list request for page 2 or later is refused as too
             big (``isp.top-remote-connection-timeout``) although its page 1 was listed, as an
             overloaded Taobao does under 11.11 load.
+        always_has_next: every ``use_has_next`` reply says ``has_next=true`` (a broken proxy or
+            gateway): a reader that trusts it never stops.
     """
 
     error_rate: float = 0.0
@@ -88,6 +90,7 @@ class Chaos:
     slow_seconds: float = 0.5
     shuffle_ties: bool = False
     refuse_later_pages: float = 0.0
+    always_has_next: bool = False
 
 
 @frozen(kw_only=True)
@@ -616,7 +619,7 @@ class Emulator:
         if not result["trades"]:
             del result["trades"]  # TOP omits empty lists
         if use_has_next:
-            result["has_next"] = first + page_size < len(rows)
+            result["has_next"] = self.chaos.always_has_next or first + page_size < len(rows)
         else:
             result["total_results"] = len(rows)
         return result
