@@ -582,6 +582,7 @@ class Setup:
     crash: bool = False
     step: float = POLL  #: simulated seconds between polls
     rounds_scale: int = 1  #: polls = sizes.mistakes_rounds * rounds_scale
+    sale: int = 0  #: trades of a 10-second flash sale in the history, and again in the second poll
 
 
 SETUPS: Final = (
@@ -592,6 +593,10 @@ SETUPS: Final = (
     # 2-minute polls: more window ends for late-visible changes to fall on.
     Setup("visibility lag 4 s", {"visibility_lag": 4.0}, step=120.0, rounds_scale=4),
     Setup("crash + restart", {}, crash=True),
+    # The same dense seconds (flash sales of 3,000 trades in 10 s) with ties in one order, and in a
+    # new order on every list call: what tie-safety costs where it is needed.
+    Setup("sales, stable ties", {}, sale=3000),
+    Setup("sales, ties reshuffled", {"chaos": Chaos(shuffle_ties=True)}, sale=3000),
 )
 #: (mistake, setup, NaiveSyncer flags)
 MISTAKES: Final[tuple[tuple[str, str, dict[str, bool]], ...]] = (
@@ -602,6 +607,7 @@ MISTAKES: Final[tuple[tuple[str, str, dict[str, bool]], ...]] = (
     ("local clock", "taobao 5 min behind", {"local_clock": True}),
     ("end + 1 s, no lag", "visibility lag 4 s", {"gap_boundaries": True, "no_lag": True}),
     ("no checkpoint", "crash + restart", {}),
+    ("ties assumed stable", "sales, ties reshuffled", {}),
 )
 
 
@@ -678,6 +684,9 @@ async def _mistake_run(sizes: Sizes, setup: Setup, naive: tuple[str, Mapping[str
             for round_no in range(rounds + 2):
                 if round_no == rounds + 1:
                     await remote.pause_activity()
+                if setup.sale and round_no in (0, 2):
+                    delay = -6 * 3600.0 if round_no == 0 else setup.step - 120.0
+                    await remote.flash_sale(SHOP.id, setup.sale, seconds=10, delay=delay)
                 await driver.mark(setup.step if round_no else 0.0)
                 if crash_round is not None and round_no == crash_round + 1:
                     # The restarted process: ours keeps only what is in its store; the naive

@@ -187,22 +187,10 @@ async def test_fullinfo_never_drops_a_listed_trade(
     window fails with a typed error, nothing is committed past it, and a later run delivers it."""
     monkeypatch.setattr(syncer_module, "DETAIL_RETRY_DELAYS", (0.01, 0.01))
     async with make_emulator(seed=9, profile=ShopProfile(orders_per_day=200, history_days=2)) as emu:
-        shop = emu.shop("shop-1")
-        victim = next(iter(shop.trades.values()))
-        original_get = shop.trades.get
-        refused = 0
-
-        class Vanishing(dict[int, Any]):
-            def get(self, key: int, default: Any = None) -> Any:
-                nonlocal refused
-                if key == victim.tid and refused < misses:
-                    refused += 1
-                    return None
-                return original_get(key, default)
-
+        victim = next(iter(emu.shop("shop-1").trades.values()))
+        emu.hide_from_fullinfo(victim.tid, times=misses)
         async with client_for(emu) as client:
             syncer = Syncer(client, store=MemoryStore(), lag=5, fullinfo=True)
-            shop.trades = Vanishing(shop.trades)
             trades: list[Trade] = []
             if misses == 1:
                 trades = [trade async for trade in syncer.increments(SHOP)]
@@ -220,7 +208,7 @@ async def test_fullinfo_never_drops_a_listed_trade(
                 stuck = await syncer.checkpoint(SHOP.id)
                 assert stuck is not None and not stuck.backfill_done
                 assert stuck.backfilled_to is not None and stuck.backfilled_to <= floor_second(victim.created)
-                refused = misses  # fullinfo knows it now: the next run reads the window again
+                emu.hide_from_fullinfo(victim.tid, times=0)  # fullinfo knows it now: the window is read again
                 trades += [trade async for trade in syncer.increments(SHOP)]
             checkpoint = await syncer.checkpoint(SHOP.id)
 

@@ -197,6 +197,7 @@ class Emulator:
         self._cache: dict[tuple[Any, ...], _CacheEntry] = {}
         self._runner: web.AppRunner | None = None
         self._request_no = 0
+        self._unknown_to_fullinfo: dict[int, int] = {}
         for index in range(1, shops + 1):
             self.add_shop(index)
 
@@ -299,6 +300,11 @@ class Emulator:
         shop = self._shops[shop_id]
         now = self.now()
         self._simulator.touch(shop, shop.trades[tid], at or now, applied_at=now)
+
+    def hide_from_fullinfo(self, tid: int, *, times: int = 10**9) -> None:
+        """Make ``taobao.trade.fullinfo.get`` say ``isv.trade-not-exist`` for a listed trade, the next
+        ``times`` times it is asked for (its store lagging behind the lists' index)."""
+        self._unknown_to_fullinfo[tid] = times
 
     def expire_session(self, shop_id: str) -> None:
         """Make the shop's session key invalid (code 27) until ``renew_session``."""
@@ -571,7 +577,10 @@ class Emulator:
             raise _Refusal(41, "Invalid Arguments:tid")
         record = shop.trades.get(int(raw_tid))
         version = record.versions[-1] if record else None
-        if record is None or version is None or record.versions[0].visible_at > now:
+        hidden = self._unknown_to_fullinfo.get(int(raw_tid), 0)
+        if hidden:
+            self._unknown_to_fullinfo[int(raw_tid)] = hidden - 1
+        if hidden or record is None or version is None or record.versions[0].visible_at > now:
             raise _Refusal(15, "Remote service error", "isv.trade-not-exist", "交易订单不存在")
         # fullinfo reads the trade store, not the search index: always the newest state.
         return {"trade": self._render(record, version, fields)}
