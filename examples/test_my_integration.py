@@ -38,6 +38,12 @@ from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 
 pytest_plugins = ["taobao_ordersync.testing.pytest_plugin"]
 
+# If warnings are errors in your suite: on Python 3.14+, backoff (a dependency of taobao-ordersync)
+# calls the deprecated asyncio.iscoroutinefunction on each request; ignore that warning, from backoff only.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:'asyncio.iscoroutinefunction' is deprecated:DeprecationWarning:backoff\."
+)
+
 
 class OrderBook:
     """The code under test: your application's idempotent upsert (here into SQLite)."""
