@@ -61,8 +61,12 @@ class TradeTable:
     def __init__(self, path: Path) -> None:
         # One connection, used by one worker thread at a time (every write is awaited).
         self.db = sqlite3.connect(path, check_same_thread=False)
-        self.db.execute(SCHEMA)
-        self.db.commit()
+        try:
+            self.db.execute(SCHEMA)
+            self.db.commit()
+        except BaseException:
+            self.db.close()  # e.g. not a database file: no connection left behind
+            raise
 
     def _write(self, batch: Batch) -> int:
         rows = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -257,25 +258,27 @@ async def _sync(args: argparse.Namespace) -> int:
     session = _require(args.session, ENV_SESSION, "session")
     store = SqliteStore(args.store)
     sink = _SqliteSink(args.out) if args.out else _NdjsonSink(sys.stdout)
-    async with TopClient(app_key, secret, url=args.url) as client:
-        syncer = Syncer(
-            client, store=store, lag=args.lag, fullinfo=args.fullinfo, on_progress=_ProgressLine(sys.stderr)
-        )
-        shop = Shop(id=args.shop_id, session=session)
-        while True:
-            count = 0
-            async for batch in syncer.batches(shop):
-                await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
-                count += len(batch.trades)
-            progress = syncer.progress(shop.id)
-            print(
-                f"{shop.id}: {count} trades, checkpoint {progress.cursor}, "
-                f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
-                file=sys.stderr,
+    # Closed on every way out: success, an API or store error, Ctrl+C (a cancelled task).
+    with contextlib.closing(sink):
+        async with TopClient(app_key, secret, url=args.url) as client:
+            syncer = Syncer(
+                client, store=store, lag=args.lag, fullinfo=args.fullinfo, on_progress=_ProgressLine(sys.stderr)
             )
-            if not args.follow:
-                return OK
-            await asyncio.sleep(args.interval)
+            shop = Shop(id=args.shop_id, session=session)
+            while True:
+                count = 0
+                async for batch in syncer.batches(shop):
+                    await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
+                    count += len(batch.trades)
+                progress = syncer.progress(shop.id)
+                print(
+                    f"{shop.id}: {count} trades, checkpoint {progress.cursor}, "
+                    f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
+                    file=sys.stderr,
+                )
+                if not args.follow:
+                    return OK
+                await asyncio.sleep(args.interval)
 
 
 async def _status(args: argparse.Namespace) -> int:
@@ -527,29 +530,51 @@ class _NdjsonSink:
             self._stream.write(json.dumps(trade.raw, ensure_ascii=False, default=_jsonable) + "\n")
         self._stream.flush()
 
+    def close(self) -> None:
+        """Nothing to release: the stream is the caller's (stdout)."""
+
 
 class _SqliteSink:
-    """Upserts into ``trades(tid, modified, status, raw)``, keeping the newest ``modified`` per tid."""
+    """Upserts into ``trades(tid, modified, status, raw)``, keeping the newest ``modified`` per tid.
+
+    ``write`` runs in worker threads; ``close`` must be called once the sink is done with.
+    """
 
     def __init__(self, path: Path) -> None:
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False)
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS trades ("
-                "tid TEXT PRIMARY KEY, modified TEXT NOT NULL, status TEXT NOT NULL, raw TEXT NOT NULL)"
-            )
-        except sqlite3.Error as exc:
-            raise ConfigurationError(f"--out {path}: not a usable SQLite file: {exc}") from exc
+        # A cancelled ``await asyncio.to_thread(sink.write, ...)`` does not stop the thread: close()
+        # takes this lock, so it waits for a write still running instead of closing under it.
+        self._lock = threading.Lock()
+        with contextlib.ExitStack() as on_error:
+            try:
+                db = sqlite3.connect(path, check_same_thread=False)
+                on_error.callback(db.close)  # e.g. the file is not a database: close before raising
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS trades ("
+                    "tid TEXT PRIMARY KEY, modified TEXT NOT NULL, status TEXT NOT NULL, raw TEXT NOT NULL)"
+                )
+            except sqlite3.Error as exc:
+                raise ConfigurationError(f"--out {path}: not a usable SQLite file: {exc}") from exc
+            on_error.pop_all()
+        self._db = db
 
     def write(self, trades: Sequence[Trade]) -> None:
+        with self._lock:
+            self._upsert(trades)
+
+    def _upsert(self, trades: Sequence[Trade]) -> None:
         rows = [
             (str(t.tid), t.modified.isoformat(), t.status, json.dumps(t.raw, ensure_ascii=False, default=_jsonable))
             for t in trades
         ]
-        with self._db:
+        with self._db:  # one transaction per batch
             self._db.executemany(
                 "INSERT INTO trades (tid, modified, status, raw) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(tid) DO UPDATE SET modified = excluded.modified, status = excluded.status, "
                 "raw = excluded.raw WHERE excluded.modified > trades.modified",
                 rows,
             )
+
+    def close(self) -> None:
+        """Close the connection, after a write still running in a thread (a batch: milliseconds)."""
+        with self._lock:
+            self._db.close()

@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tests.conftest import SqliteConnections
 
 from taobao_ordersync.errors import CheckpointConflictError, CheckpointCorruptError
 from taobao_ordersync.stores import MemoryStore, SqliteStore, StoredCheckpoint
@@ -101,3 +102,39 @@ class TestSqliteStore(CheckpointStoreContract):
             locker.execute("COMMIT")
 
         assert StoredCheckpoint(data='{"n":1}', revision=1) == await asyncio.wait_for(load, timeout=10)
+
+    async def test_connections_are_closed_on_errors(self, path: Path, sqlite_connections: SqliteConnections) -> None:
+        """A conflict and a file that is not SQLite raise, and every connection opened is closed."""
+        store = SqliteStore(path)
+        await store.save("shop", "{}", expected_revision=None)
+        with pytest.raises(CheckpointConflictError):
+            await store.save("shop", "{}", expected_revision=7)
+        await asyncio.to_thread(path.write_bytes, GARBAGE)
+        for operation in OPERATIONS.values():
+            with pytest.raises(CheckpointCorruptError):
+                await operation(SqliteStore(path))
+
+        assert 5 == len(sqlite_connections.opened)
+        sqlite_connections.assert_all_closed()
+
+    async def test_a_cancelled_operation_closes_its_connection(
+        self, store: SqliteStore, path: Path, sqlite_connections: SqliteConnections
+    ) -> None:
+        """Cancelling a load that waits on a locked file: its thread finishes and closes the connection."""
+        await store.save("shop", '{"n":1}', expected_revision=None)
+        with closing(sqlite3.connect(path, isolation_level=None)) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            load = asyncio.create_task(store.load("shop"))
+            await asyncio.sleep(0.2)
+            load.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await load
+            locker.execute("COMMIT")
+
+        # The thread cannot be interrupted; once the lock is gone it reads, and closes on its way out.
+        for _ in range(1000):
+            if all(opened.closed for opened in sqlite_connections.opened):
+                break
+            await asyncio.sleep(0.01)
+        assert 3 == len(sqlite_connections.opened)  # the save, the locker, the cancelled load
+        sqlite_connections.assert_all_closed()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tests.conftest import SqliteConnections
 
-from taobao_ordersync import cli
+from taobao_ordersync import Trade, cli
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +75,8 @@ def test_sync_upserts_into_sqlite(emulator_url: str, tmp_path: Path, capsys: pyt
     """--out upserts trades into a SQLite table, one row per tid."""
     out_file = tmp_path / "trades.sqlite3"
     code, out, _ = run(sync_args(emulator_url, tmp_path, "--out", str(out_file)), capsys)
-    rows = sqlite3.connect(out_file).execute("SELECT count(*), count(DISTINCT tid) FROM trades").fetchone()
+    with closing(sqlite3.connect(out_file)) as db:
+        rows = db.execute("SELECT count(*), count(DISTINCT tid) FROM trades").fetchone()
 
     assert 0 == code
     assert "" == out
@@ -110,6 +115,66 @@ def test_wrong_secret(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureF
     assert "Invalid Signature" in err
     assert "app secret" in err
     assert "not-the-secret" not in err
+
+
+def test_sqlite_output_is_closed_when_the_sync_fails(
+    emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], sqlite_connections: SqliteConnections
+) -> None:
+    """--out with a wrong secret: exit 5, and the output file's connection (and the store's) are closed."""
+    out_file = tmp_path / "trades.sqlite3"
+    code, _, _ = run(sync_args(emulator_url, tmp_path, "--out", str(out_file), secret="not-the-secret"), capsys)
+
+    assert cli.REQUEST == code
+    assert 2 <= len(sqlite_connections.opened)  # the output file and at least one checkpoint load
+    sqlite_connections.assert_all_closed()
+
+
+def test_out_file_that_is_not_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sqlite_connections: SqliteConnections
+) -> None:
+    """--out naming a file that is not a SQLite database: exit 3 naming it; the connection tried is closed."""
+    out_file = tmp_path / "trades.sqlite3"
+    out_file.write_bytes(b"this is not a database" * 100)
+    args = sync_args("http://127.0.0.1:9/router/rest", tmp_path, "--out", str(out_file))
+    code, _, err = run(args, capsys)
+
+    assert cli.CONFIG == code
+    assert "trades.sqlite3: not a usable SQLite file" in err
+    assert 1 == len(sqlite_connections.opened)
+    sqlite_connections.assert_all_closed()
+
+
+async def test_cancelled_sync_closes_its_output_after_the_write_in_flight(
+    emulator_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_connections: SqliteConnections
+) -> None:
+    """Ctrl+C (the task cancelled) during a write: the write still in its thread finishes, then the file is closed."""
+    writing, release = threading.Event(), threading.Event()
+    in_flight: list[Trade] = []
+    upsert = cli._SqliteSink._upsert
+
+    def slow_upsert(sink: cli._SqliteSink, trades: Sequence[Trade]) -> None:
+        if trades and not writing.is_set():
+            in_flight.extend(trades)
+            writing.set()
+            release.wait(timeout=10)
+        upsert(sink, trades)
+
+    monkeypatch.setattr(cli._SqliteSink, "_upsert", slow_upsert)
+    out_file = tmp_path / "trades.sqlite3"
+    args = cli.build_parser().parse_args(sync_args(emulator_url, tmp_path, "--out", str(out_file), "--follow"))
+    sync = asyncio.create_task(cli._sync(args))
+    assert await asyncio.to_thread(writing.wait, 10)
+    sync.cancel()
+    # Closing waits for the write, which blocks the loop: let it go from another thread.
+    threading.Timer(0.2, release.set).start()
+
+    with pytest.raises(asyncio.CancelledError):
+        await sync
+
+    sqlite_connections.assert_all_closed()
+    with closing(sqlite3.connect(out_file)) as db:
+        stored = {tid for (tid,) in db.execute("SELECT tid FROM trades")}
+    assert {str(trade.tid) for trade in in_flight} <= stored  # the batch in flight was written, not cut off
 
 
 def test_malformed_store(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
