@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-dev
 RUN_STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test test-pythons lint typecheck pytest bench docs clean
+.PHONY: demo test test-pythons lint typecheck pytest bench docs clean mutants
 
 # An explicit PYTHON must be the one that made $(VENV): otherwise `make test PYTHON=python3.13`
 # after a `make test` would quietly test the old interpreter again.
@@ -48,8 +48,8 @@ demo: $(RUN_STAMP)
 	$(BIN)/taobao-ordersync demo
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
+	$(BIN)/ruff format --check src tests examples benchmarks tools
 	$(BIN)/mypy
 	$(BIN)/pytest
 
@@ -59,14 +59,18 @@ test-pythons:
 	./scripts/test-pythons $(PYTHONS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
-	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
+	$(BIN)/ruff format --check src tests examples benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+# Not part of `make test`: breaks each sync rule in src/ in turn and checks a test fails (docs/mutants.md).
+mutants: $(STAMP)
+	$(BIN)/python tools/mutants.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -75,4 +79,4 @@ docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(PYTHONS:%=.venv-%) build dist site .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PYTHONS:%=.venv-%) build dist site .pytest_cache .mypy_cache .ruff_cache .mutants-backup
