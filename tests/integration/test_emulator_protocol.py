@@ -20,6 +20,7 @@ from taobao_ordersync import (
 from taobao_ordersync._time import format_time
 from taobao_ordersync._wire import signed_params
 from taobao_ordersync.testing import Emulator, ShopProfile
+from taobao_ordersync.testing._shop import DEFAULT_VISIBLE_TYPES as DEFAULT_VISIBLE
 
 
 async def post(emu: Emulator, form: dict[str, str], *, get: bool = False) -> dict[str, Any]:
@@ -264,3 +265,58 @@ async def test_any_field_subset_top_allows(emulator: Emulator) -> None:
     order = titles.trades[0].orders[0]
     assert order.oid is None
     assert order.title
+
+
+@pytest.mark.parametrize("spelling", ["true", "True", "TRUE"])
+async def test_booleans_in_any_case(emulator: Emulator, spelling: str) -> None:
+    """TOP's gateway reads booleans case-insensitively (Python SDKs send `True`): use_has_next and
+    simplify are honoured however they are spelled."""
+    now = emulator.now()
+    params = {
+        "fields": "tid,modified",
+        "start_created": now - timedelta(days=5),
+        "end_created": now,
+        "page_size": "5",
+        "use_has_next": spelling,
+    }
+    document = await post(emulator, form_for(emulator, "taobao.trades.sold.get", params))
+    simplified = await post(emulator, form_for(emulator, "taobao.trades.sold.get", {**params, "simplify": spelling}))
+
+    inner = document["trades_sold_get_response"]
+    assert "has_next" in inner and "total_results" not in inner
+    assert "trades_sold_get_response" not in simplified
+    assert isinstance(simplified["trades"], list)
+
+
+async def test_optional_filters(emulator: Emulator) -> None:
+    """buyer_nick filters exactly; ext_type, tag and rate_status take their documented values
+    (the emulator's trades are ordinary and unrated) and refuse others."""
+    shop = emulator.shops[0]
+    buyer = next(iter(shop.trades.values())).data["buyer_nick"]
+    async with client_for(emulator) as client:
+        now = await client.server_now()
+        window = {"start_created": now - timedelta(days=20), "end_created": now}
+
+        async def count(**filters: str) -> int:
+            inner = await client.call(
+                "taobao.trades.sold.get",
+                {**window, "fields": ("tid",), "page_size": 100, **filters},
+                session=shop.session,
+            )
+            return int(inner["total_results"])
+
+        everything = await count()
+        by_buyer = await count(buyer_nick=buyer)
+        service = await count(ext_type="service")
+        cards = await count(tag="time_card")
+        unrated = await count(rate_status="RATE_UNBUYER")
+        rated = await count(rate_status="RATE_BUYER_SELLER")
+        with pytest.raises(InvalidRequestError, match="ext_type"):
+            await count(ext_type="bogus")
+
+    expected_buyer = sum(
+        1 for record in shop.trades.values() if record.data["buyer_nick"] == buyer and record.type in DEFAULT_VISIBLE
+    )
+    assert 0 < by_buyer == expected_buyer < everything
+    assert 0 == service == cards == rated
+    assert unrated == everything
