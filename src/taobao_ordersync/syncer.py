@@ -79,7 +79,13 @@ class Batch:
 
 @define
 class ShopProgress:
-    """Where one shop's sync stands, updated as it runs (for progress displays and status)."""
+    """Where one shop's sync stands, updated as it runs (for progress displays and status).
+
+    Counters are since this ``Syncer`` was created: ``splits`` counts windows cut because
+    they were too big, ``tie_rereads`` seconds read again because a trade of theirs showed
+    on two pages (ties that may have moved), ``missing`` the listed trades fullinfo did not
+    know (their window was not committed).
+    """
 
     shop_id: str
     phase: Phase = "backfill"
@@ -449,7 +455,7 @@ class Syncer:
         *,
         before: datetime | None = None,
     ) -> AsyncGenerator[Batch, None]:
-        """Read again, on its own, every second whose ties moved across a page seam."""
+        """Read again, on its own, every second with a trade seen on two pages (its ties may have moved)."""
         progress = self.progress(shop.id)
         for second in seams.unsettled(before=before):
             progress.tie_rereads += 1
