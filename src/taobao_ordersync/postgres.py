@@ -424,9 +424,11 @@ class PostgresStore:
                 """,
                 worker_id, host, pid, lease, rate, *columns,
             )  # fmt: skip
+            # ban_until is '-infinity' until the first ban, and before PostgreSQL 17 an infinite
+            # timestamp minus a finite one is an error: subtract from a finite one only.
             summary = await connection.fetchrow(
                 f"SELECT (SELECT count(*) FROM {s}.workers WHERE expires_at > now()) AS live, "
-                f"(SELECT extract(epoch FROM ban_until - now())::float8 FROM {s}.app) AS ban_left, "
+                f"(SELECT extract(epoch FROM greatest(ban_until, now()) - now())::float8 FROM {s}.app) AS ban_left, "
                 f"(SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM {s}.shops "
                 f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
                 worker_id,

@@ -12,6 +12,8 @@ from taobao_ordersync.testing.postgres import LocalPostgres
 
 from .conftest import new_schema
 
+pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
+
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = cli.main(args)

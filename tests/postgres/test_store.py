@@ -21,6 +21,8 @@ from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
 from .conftest import new_schema
 
+pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
+
 
 class TestPostgresStore(CheckpointStoreContract):
     @pytest.fixture
@@ -196,6 +198,20 @@ async def test_a_read_commits_with_the_token_it_began_under(pg_store: PostgresSt
 
     with pytest.raises(LeaseLostError, match="stale"):
         await view.save("shop", '{"by":"me, old read"}', expected_revision=None)
+
+
+async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None:
+    """The first heartbeat, with no ban ever set (ban_until is -infinity), registers the worker and reports
+    no ban; after a ban, the time left. Before PostgreSQL 17, -infinity minus now() is an error."""
+    await pg_store.add_shops("shop")
+
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+
+    assert (1, 0.0, None) == (beat.live_workers, beat.ban_left, beat.next_expiry)
+    assert [("shop", None)] == [(row.shop_id, row.owner) for row in beat.rows]
+    await pg_store.ban(60)
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+    assert 55 < beat.ban_left <= 60
 
 
 async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store: PostgresStore) -> None:

@@ -111,6 +111,7 @@ async def owners(admin: PostgresStore) -> dict[str, str | None]:
     return {shop.shop_id: shop.owner for shop in await admin.shops()}
 
 
+@pytest.mark.every_postgres
 async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
     make_emulator: Any, postgres_server: LocalPostgres
 ) -> None:
@@ -133,6 +134,7 @@ async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
         assert all(shop.state in ("waiting", "syncing", "due") and shop.last_error is None for shop in reported)
 
 
+@pytest.mark.every_postgres
 async def test_a_stopping_worker_hands_its_shops_over_at_once(
     make_emulator: Any, postgres_server: LocalPostgres
 ) -> None:
@@ -180,6 +182,7 @@ async def test_a_shop_without_session_is_reported_and_the_others_sync(
         await group.verify(admin, [*healthy, "shop-3"])
 
 
+@pytest.mark.every_postgres
 async def test_a_ban_met_by_one_worker_pauses_the_other(make_emulator: Any, postgres_server: LocalPostgres) -> None:
     """Worker A meets a code-7 ban: B's client holds every call too, told by NOTIFY before its next heartbeat."""
     async with cluster(make_emulator, postgres_server, shops=4, seed=8) as (group, admin):
