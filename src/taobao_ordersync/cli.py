@@ -418,7 +418,11 @@ async def _worker(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, worker.stop)
-            print(f"worker {worker.worker_id} started on {store.where}", file=sys.stderr, flush=True)
+            print(
+                f"worker {worker.worker_id} started on {store.where} (PostgreSQL {store.server_version})",
+                file=sys.stderr,
+                flush=True,
+            )
             await worker.run()
             print(
                 f"worker {worker.worker_id} stopped: {sum(client.call_counts.values())} calls, "

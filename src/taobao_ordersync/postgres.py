@@ -48,9 +48,19 @@ from taobao_ordersync.stores import StoredCheckpoint
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "FencedStore", "PostgresStore", "RegisteredShop", "Report", "WorkerRecord"]
+__all__ = [
+    "MIN_SERVER_VERSION",
+    "SCHEMA_VERSION",
+    "FencedStore",
+    "PostgresStore",
+    "RegisteredShop",
+    "Report",
+    "WorkerRecord",
+]
 
 SCHEMA_VERSION: Final = 1
+# The oldest PostgreSQL major supported: every version still maintained upstream (15, 16, 17, 18).
+MIN_SERVER_VERSION: Final = 15
 Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_KEY: Final = 0x7A0B_0D5C  # advisory lock for migrations (any fixed number)
@@ -152,6 +162,22 @@ def describe_dsn(dsn: str) -> str:
     return f"postgresql://{host}:{port}/{database}"
 
 
+def check_server_version(major: int, version: str, where: str) -> None:
+    """Refuse a PostgreSQL server older than ``MIN_SERVER_VERSION`` with a message naming its version."""
+    if major < MIN_SERVER_VERSION:
+        raise StoreUnavailableError(
+            f"{where} runs PostgreSQL {version}; taobao-ordersync needs PostgreSQL {MIN_SERVER_VERSION} or newer "
+            f"(the versions maintained upstream): upgrade the server or point the DSN at a newer one"
+        )
+
+
+def _version_text(version: Any) -> str:
+    """asyncpg's ``ServerVersion`` as PostgreSQL prints it: ``15.18`` (``9.6.24`` before 10)."""
+    if version.major >= 10:
+        return f"{version.major}.{version.micro}"
+    return f"{version.major}.{version.minor}.{version.micro}"
+
+
 def _import_asyncpg() -> Any:
     try:
         import asyncpg
@@ -190,6 +216,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        self.server_version: str | None = None  # e.g. "15.18", once open
         self.round_trips = 0  # statements sent, for benchmarks and tuning
         self.fencing_refusals = 0
 
@@ -216,6 +243,9 @@ class PostgresStore:
             )
         self._pool = pool
         try:
+            async with self._connection("connect") as connection:
+                self.server_version = _version_text(connection.get_server_version())
+                check_server_version(connection.get_server_version().major, self.server_version, self.where)
             await self.migrate()
         except BaseException:
             self._pool = None

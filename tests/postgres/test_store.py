@@ -75,6 +75,28 @@ async def test_unknown_database_is_a_clear_error(postgres_server: LocalPostgres)
         await store.open()
 
 
+async def test_a_server_older_than_15_is_refused_at_connect(
+    postgres_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL the upstream project no longer maintains (stubbed as 14.13) is refused at open with
+    a message naming its version and the oldest one supported; nothing is created and no pool stays open."""
+    import asyncpg
+
+    old = asyncpg.types.ServerVersion(14, 0, 13, "final", 0)
+    monkeypatch.setattr(asyncpg.connection.Connection, "get_server_version", lambda self: old)
+    schema = new_schema()
+    store = PostgresStore(postgres_server.dsn, schema=schema)
+
+    with pytest.raises(StoreUnavailableError, match=r"runs PostgreSQL 14\.13; .*needs PostgreSQL 15 or newer"):
+        await store.open()
+
+    assert store._pool is None
+    monkeypatch.undo()
+    async with PostgresStore(postgres_server.dsn, schema=new_schema()) as admin:
+        assert admin.server_version is not None and int(admin.server_version.split(".")[0]) >= 15
+        assert not await admin._fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema)
+
+
 @pytest.mark.parametrize("dsn", ["", "mysql://x@y/z", "127.0.0.1:5432"])
 def test_dsn_must_be_a_postgres_uri(dsn: str) -> None:
     with pytest.raises(ConfigurationError, match="postgresql://"):
