@@ -176,7 +176,14 @@ class CheckpointConflictError(CheckpointError):
 
 
 class LeaseLostError(CheckpointConflictError):
-    """The commit carried a stale fencing token: another worker now owns the shop."""
+    """The commit carried a stale fencing token: another worker now owns the shop.
+
+    ``token`` is the fencing token the refused commit carried (None: the worker held no lease at all).
+    """
+
+    def __init__(self, message: str, *, token: int | None = None) -> None:
+        super().__init__(message)
+        self.token = token
 
 
 class CheckpointCorruptError(CheckpointError):

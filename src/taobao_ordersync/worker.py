@@ -34,6 +34,7 @@ from taobao_ordersync.errors import (
     CheckpointConflictError,
     CheckpointError,
     ConfigurationError,
+    LeaseLostError,
     SessionUnavailableError,
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
@@ -396,10 +397,20 @@ class Worker:
             self.fleet.remove(shop_id)
 
     def _fleet_event(self, event: FleetEvent) -> None:
-        if event.kind == "paused" and isinstance(event.error, CheckpointConflictError):
-            # Refused by the fencing token (or another writer): the shop is someone else's now.
-            logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, event.error)
-            asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
+        error = event.error
+        if event.kind == "paused" and isinstance(error, CheckpointConflictError):
+            held = self._tokens.get(event.shop_id)
+            if isinstance(error, LeaseLostError) and None not in (error.token, held) and error.token != held:
+                # A read left over from a lease this worker lost and has claimed back since: refused by
+                # its own old token, as it should be. The read under the current lease goes on.
+                logger.info(
+                    "worker %s: shop %s: a read from an earlier lease was refused (token %s; held now: %s)",
+                    self.worker_id, event.shop_id, error.token, held,
+                )  # fmt: skip
+            else:
+                # Refused by the fencing token (or another writer): the shop is someone else's now.
+                logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, error)
+                asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
         if self.on_event is not None:
             self.on_event(event)  # the fleet guards this call: a failing callback is logged, not raised
 

@@ -222,6 +222,59 @@ async def test_a_read_commits_with_the_token_it_began_under(pg_store: PostgresSt
         await view.save("shop", '{"by":"me, old read"}', expected_revision=None)
 
 
+async def test_two_reads_on_one_revision_each_commit_with_their_own_token(pg_store: PostgresStore) -> None:
+    """A read left over from a lost lease and a new read of the same worker, both standing on revision 1:
+    the old one is refused by its own (stale) token, the new one commits with the new token. Keyed by
+    (shop, revision), both shared the newer token: the old read committed and the new one was refused."""
+    await pg_store.add_shops("shop")
+    tokens = await pg_store.claim("me", ["shop"], 1, lease=0.2)
+    view = pg_store.fenced("me", tokens)
+    assert None is await view.load("shop")
+    assert 1 == await view.save("shop", '{"by":"first read"}', expected_revision=None)
+    old = await view.load("shop")  # begins under the first lease ...
+    await asyncio.sleep(0.3)  # ... which runs out; the same worker claims the shop back
+    tokens.update(await pg_store.claim("me", ["shop"], 1, lease=30))
+    new = await view.load("shop")
+    assert old is not None and new is not None and old.revision == new.revision == 1
+
+    with pytest.raises(LeaseLostError, match="stale") as refused:
+        await view.save("shop", '{"by":"old read"}', expected_revision=old.revision)
+    assert 2 == await view.save("shop", '{"by":"new read"}', expected_revision=new.revision)
+
+    assert refused.value.token is not None and refused.value.token != tokens["shop"]
+    stored = await pg_store.load("shop")
+    assert stored is not None and '{"by":"new read"}' == stored.data
+
+
+async def test_two_reads_of_an_absent_checkpoint_each_commit_with_their_own_token(pg_store: PostgresStore) -> None:
+    """The same with no checkpoint yet (both reads stand on "absent"), each read in its own task as the
+    fleet runs them: the old read is refused, the new one commits revision 1."""
+    await pg_store.add_shops("shop")
+    tokens = await pg_store.claim("me", ["shop"], 1, lease=0.2)
+    view = pg_store.fenced("me", tokens)
+    loaded = [asyncio.Event(), asyncio.Event()]
+    go = [asyncio.Event(), asyncio.Event()]
+
+    async def read(n: int) -> int:
+        assert None is await view.load("shop")
+        loaded[n].set()
+        await go[n].wait()
+        return await view.save("shop", f'{{"read":{n}}}', expected_revision=None)
+
+    old = asyncio.create_task(read(0))
+    await loaded[0].wait()
+    await asyncio.sleep(0.3)
+    tokens.update(await pg_store.claim("me", ["shop"], 1, lease=30))
+    new = asyncio.create_task(read(1))
+    await loaded[1].wait()
+    go[0].set()  # the old read commits first
+    with pytest.raises(LeaseLostError, match="stale"):
+        await old
+    go[1].set()
+
+    assert 1 == await new
+
+
 async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None:
     """The first heartbeat, with no ban ever set (ban_until is -infinity), registers the worker and reports
     no ban; after a ban, the time left. Before PostgreSQL 17, -infinity minus now() is an error."""

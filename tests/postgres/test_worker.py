@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from attrs import evolve
 
-from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop
-from taobao_ordersync.errors import SessionUnavailableError
+from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TopClient
+from taobao_ordersync.errors import LeaseLostError, SessionUnavailableError
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator
 from taobao_ordersync.testing.postgres import LocalPostgres
@@ -310,3 +310,22 @@ async def test_a_paused_shop_gives_its_lease_back(make_emulator: Any, postgres_s
         await group.synced(admin, ["shop-1", "shop-2"])
         assert {"shop-1": "w1", "shop-2": "w2"} == await owners(admin)
         await group.verify(admin, ["shop-1", "shop-2"])
+
+
+async def test_a_refused_read_from_an_earlier_lease_does_not_drop_the_current_one() -> None:
+    """A read left over from a lease this worker lost and has since claimed back is refused with its old
+    token: the worker keeps the shop it holds under the new token. A refusal of its current token drops it."""
+    store = PostgresStore("postgresql://w@127.0.0.1:9/db")  # never opened
+
+    async def handler(shop: Shop, batch: Batch) -> None:
+        pass
+
+    async with TopClient("key", "secret") as client:
+        worker = Worker(client, store, handler, lambda shop_id: None, worker_id="w")
+        worker._tokens["shop"] = 8
+        worker._fleet_event(FleetEvent("shop", "paused", LeaseLostError("stale token 7", token=7)))
+        await asyncio.sleep(0)
+        assert ["shop"] == worker.shop_ids
+        worker._fleet_event(FleetEvent("shop", "paused", LeaseLostError("stale token 8", token=8)))
+        await asyncio.sleep(0)
+        assert [] == worker.shop_ids
