@@ -60,7 +60,7 @@ __all__ = [
     "WorkerRecord",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # The oldest PostgreSQL major supported: every version still maintained upstream (15, 16, 17, 18).
 MIN_SERVER_VERSION: Final = 15
 Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
@@ -106,6 +106,10 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
         );
         INSERT INTO {s}.app DEFAULT VALUES;
     """,
+    # A worker whose heartbeats the database refuses says so here, for `status`.
+    2: """
+        ALTER TABLE {s}.workers ADD COLUMN last_error text, ADD COLUMN failing_since timestamptz;
+    """,
 }
 
 
@@ -130,7 +134,11 @@ class RegisteredShop:
 
 @frozen
 class WorkerRecord:
-    """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead."""
+    """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead.
+
+    ``last_error`` and ``failing_for`` (seconds) are set while the database answers the worker but
+    refuses its heartbeats (``"gave up: ..."`` once it gave up); a successful heartbeat clears them.
+    """
 
     worker_id: str
     host: str
@@ -139,6 +147,8 @@ class WorkerRecord:
     seen_ago: float
     rate: float | None
     shops: int
+    last_error: str | None = None
+    failing_for: float | None = None
 
 
 @frozen
@@ -404,7 +414,8 @@ class PostgresStore:
         rows = await self._fetch(
             f"SELECT w.worker_id, w.host, w.pid, w.rate, w.expires_at > now() AS alive, "
             f"extract(epoch FROM now() - w.seen_at)::float8 AS seen_ago, "
-            f"(SELECT count(*) FROM {s}.shops s WHERE s.owner = w.worker_id AND s.lease_until > now()) AS shops "
+            f"(SELECT count(*) FROM {s}.shops s WHERE s.owner = w.worker_id AND s.lease_until > now()) AS shops, "
+            f"w.last_error, extract(epoch FROM now() - w.failing_since)::float8 AS failing_for "
             f"FROM {s}.workers w ORDER BY alive DESC, worker_id"
         )
         return [
@@ -416,6 +427,8 @@ class PostgresStore:
                 seen_ago=float(row["seen_ago"]),
                 rate=row["rate"],
                 shops=int(row["shops"]),
+                last_error=row["last_error"],
+                failing_for=row["failing_for"],
             )
             for row in rows
         ]
@@ -446,7 +459,8 @@ class PostgresStore:
                     INSERT INTO {s}.workers (worker_id, host, pid, expires_at, rate)
                     VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
                     ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at,
-                        rate = excluded.rate, host = excluded.host, pid = excluded.pid
+                        rate = excluded.rate, host = excluded.host, pid = excluded.pid,
+                        last_error = NULL, failing_since = NULL
                 )
                 UPDATE {s}.shops AS s SET lease_until = now() + make_interval(secs => $4), weight = u.weight,
                     state = u.state, behind = u.behind, last_error = u.last_error, reported_at = now()
@@ -478,6 +492,20 @@ class PostgresStore:
             next_expiry=summary["next_expiry"],
             rows=tuple(LeaseRow(row["shop_id"], row["owner"], float(row["weight"])) for row in rows),
         )
+
+    async def report_heartbeat_failure(
+        self, worker_id: str, *, host: str, pid: int, error: str, failing_for: float
+    ) -> None:
+        """Show in ``status`` that this worker's heartbeats fail, and since when (the database answers,
+        but refuses them). The worker is registered if it never was, but not made live."""
+        await self._fetch(
+            f"INSERT INTO {self.schema}.workers AS w (worker_id, host, pid, expires_at, last_error, failing_since) "
+            "VALUES ($1, $2, $3, now(), $4, now() - make_interval(secs => $5)) "
+            "ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), host = excluded.host, pid = excluded.pid, "
+            "last_error = excluded.last_error, failing_since = coalesce(w.failing_since, excluded.failing_since) "
+            "RETURNING 1",
+            worker_id, host, pid, error, failing_for,
+        )  # fmt: skip
 
     async def claim(self, worker_id: str, candidates: Sequence[str], limit: int, *, lease: float) -> dict[str, int]:
         """Take up to ``limit`` free shops of ``candidates``; returns each claimed shop's new fencing token."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taobao_ordersync import postgres
 from taobao_ordersync.errors import (
     CheckpointConflictError,
     ConfigurationError,
@@ -42,6 +43,33 @@ async def test_many_workers_creating_the_schema_at_once_all_succeed(postgres_ser
         await asyncio.gather(*(store.close() for store in stores))
 
     assert [SCHEMA_VERSION] * 8 == found
+
+
+async def test_a_schema_of_the_previous_version_is_migrated_in_place(
+    postgres_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema created by the release before (version 1), with a worker registered, is brought to the
+    current version at open: rows kept, the new columns empty, heartbeats and reports work."""
+    schema = new_schema()
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 1)
+    async with PostgresStore(postgres_server.dsn, schema=schema) as old:
+        await old._fetch(
+            f"INSERT INTO {schema}.workers (worker_id, host, pid, expires_at) VALUES ('w', 'h', 1, now()) RETURNING 1"
+        )
+    monkeypatch.undo()
+
+    async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+        assert SCHEMA_VERSION == await store.migrate()
+        versions = await store._fetch(f"SELECT version FROM {schema}.schema_version ORDER BY version")
+        assert list(range(1, SCHEMA_VERSION + 1)) == [row["version"] for row in versions]
+        assert [("w", None, None)] == [(w.worker_id, w.last_error, w.failing_for) for w in await store.workers()]
+        await store.report_heartbeat_failure("w", host="h", pid=1, error="CheckpointError: refused", failing_for=40)
+        [failing] = await store.workers()
+        assert "CheckpointError: refused" == failing.last_error and failing.failing_for is not None
+        assert 40 <= failing.failing_for < 45 and not failing.alive
+        await store.heartbeat("w", host="h", pid=1, lease=30, rate=1.0, reports=[])
+        [renewed] = await store.workers()
+        assert (True, None, None) == (renewed.alive, renewed.last_error, renewed.failing_for)
 
 
 async def test_schema_newer_than_the_library_is_refused(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +14,7 @@ import pytest
 from attrs import evolve
 
 from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TopClient
-from taobao_ordersync.errors import LeaseLostError, SessionUnavailableError
+from taobao_ordersync.errors import HeartbeatFailedError, LeaseLostError, SessionUnavailableError
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator
 from taobao_ordersync.testing.postgres import LocalPostgres
@@ -329,3 +330,34 @@ async def test_a_refused_read_from_an_earlier_lease_does_not_drop_the_current_on
         worker._fleet_event(FleetEvent("shop", "paused", LeaseLostError("stale token 8", token=8)))
         await asyncio.sleep(0)
         assert [] == worker.shop_ids
+
+
+async def test_a_worker_whose_heartbeat_keeps_failing_says_so_and_gives_up(
+    make_emulator: Any, postgres_server: LocalPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database answers but refuses every heartbeat (a table is gone). Within a lease the worker warns;
+    past a lease it logs an ERROR and `status` (workers()) shows the error and for how long; after
+    give_up_after, run() ends with HeartbeatFailedError (the CLI's exit code 11) instead of trying forever."""
+    async with cluster(make_emulator, postgres_server, shops=1, seed=13) as (group, admin):
+        await admin._fetch(f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
+        started = time.monotonic()
+        worker = await group.start("doomed", give_up_after=3 * LEASE)
+        await asyncio.sleep(LEASE / 2)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("heartbeat failed" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+        await asyncio.sleep(LEASE + 0.2)
+        failing_for = worker.heartbeat_failing_for
+        assert failing_for is not None and failing_for > LEASE
+        loud = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert loud and "no heartbeat for" in loud[0] and "gives up" in loud[0], loud
+        record = {w.worker_id: w for w in await admin.workers()}["doomed"]
+        assert not record.alive and "app" in (record.last_error or "")
+        assert record.failing_for is not None and record.failing_for > LEASE
+
+        with pytest.raises(HeartbeatFailedError, match="no heartbeat for"):
+            await asyncio.wait_for(group.runs[-1], 3 * LEASE)
+        assert 3 * LEASE <= time.monotonic() - started < 3 * LEASE + 2
+        assert {"shop-1": None} == await owners(admin)
+        record = {w.worker_id: w for w in await admin.workers()}["doomed"]
+        assert "gave up" in (record.last_error or "")
