@@ -36,6 +36,7 @@ from taobao_ordersync.errors import (
     AuthenticationError,
     CheckpointError,
     ConfigurationError,
+    HeartbeatFailedError,
     InvalidRequestError,
     PermissionDeniedError,
     RateLimitedError,
@@ -60,6 +61,7 @@ STORE: Final = 7  # the checkpoint store is unreadable or owned by another worke
 LIMITED: Final = 8  # Taobao throttled the app for longer than we wait
 SYNC: Final = 9  # the sync refused to risk a loss (expired checkpoint, dense second)
 API: Final = 10  # any other TOP error
+HEARTBEAT: Final = 11  # worker: no heartbeat (PostgreSQL unreachable or refusing it) for --give-up-after seconds
 INTERRUPTED: Final = 130
 
 ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
@@ -118,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-interval", type=float, default=600.0, help="slowest poll of a quiet shop, seconds")
     worker.add_argument("--worker-id", help="a unique name (default: host, pid and a random suffix)")
     worker.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+    worker.add_argument(
+        "--give-up-after",
+        type=float,
+        default=300.0,
+        help="exit with code 11 after this many seconds without a heartbeat (default 300; 0: never)",
+    )
 
     shops = commands.add_parser("shops", help="add, remove or list the shops workers share (PostgreSQL)")
     shops_commands = shops.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -195,6 +203,8 @@ def _classify(exc: TaobaoOrderSyncError) -> tuple[int, str]:
         return LIMITED, f" (Taobao throttled this app{wait})"
     if isinstance(exc, TransportError | ResponseFormatError):
         return NETWORK, " (is the gateway URL right and reachable?)"
+    if isinstance(exc, HeartbeatFailedError):
+        return HEARTBEAT, " (fix PostgreSQL or the worker's access to it; a supervisor restarts the worker)"
     if isinstance(exc, CheckpointError):
         return STORE, ""
     if isinstance(exc, SyncError):
@@ -389,6 +399,8 @@ async def _worker(args: argparse.Namespace) -> int:
     secret = _require(args.app_secret, ENV_SECRET, "app secret")
     if not args.rate > 0 or not args.lease > 0:
         raise ConfigurationError("--rate and --lease must be > 0")
+    if args.give_up_after < 0 or 0 < args.give_up_after < args.lease:
+        raise ConfigurationError("--give-up-after must be 0 (never) or at least --lease")
     sessions = _SessionFile(args.sessions)
     store = _open_postgres(args)
     policy = PollPolicy(min_interval=args.min_interval, max_interval=args.max_interval)
@@ -412,6 +424,7 @@ async def _worker(args: argparse.Namespace) -> int:
                 sessions,
                 worker_id=args.worker_id,
                 lease=args.lease,
+                give_up_after=args.give_up_after or None,
                 on_event=report,
                 policy=policy,
                 concurrency=args.concurrency,
@@ -421,7 +434,11 @@ async def _worker(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, worker.stop)
-            print(f"worker {worker.worker_id} started on {store.where}", file=sys.stderr, flush=True)
+            print(
+                f"worker {worker.worker_id} started on {store.where} (PostgreSQL {store.server_version})",
+                file=sys.stderr,
+                flush=True,
+            )
             await worker.run()
             print(
                 f"worker {worker.worker_id} stopped: {sum(client.call_counts.values())} calls, "
@@ -459,6 +476,16 @@ def _lease_text(left: float | None) -> str:
     return f"{left:.0f}s left" if left >= 0 else f"expired {-left:.0f}s ago"
 
 
+_FAILING_SHOWN_FOR: Final = 3600.0
+
+
+def _heartbeat_trouble(worker: Any) -> str:
+    if worker.last_error is None:
+        return ""
+    failing = _duration(worker.failing_for) if worker.failing_for is not None else "?"
+    return f", heartbeat failing for {failing}: {worker.last_error}"
+
+
 async def _postgres_status(args: argparse.Namespace) -> int:
     async with _open_postgres(args) as store:
         shops = await store.shops()
@@ -468,8 +495,13 @@ async def _postgres_status(args: argparse.Namespace) -> int:
     for w in live:
         rate = f"{w.rate:.2f}/s" if w.rate is not None else "-"
         print(
-            f"  worker {w.worker_id} ({w.host}, pid {w.pid}): {w.shops} shops, rate {rate}, seen {w.seen_ago:.0f}s ago"
+            f"  worker {w.worker_id} ({w.host}, pid {w.pid}): {w.shops} shops, rate {rate}, "
+            f"seen {w.seen_ago:.0f}s ago{_heartbeat_trouble(w)}"
         )
+    for w in workers:  # not live because the database refuses its heartbeats (shown for an hour)
+        if not w.alive and w.last_error is not None and w.seen_ago < _FAILING_SHOWN_FOR:
+            where = f"{w.worker_id} ({w.host}, pid {w.pid})"
+            print(f"  worker {where}: not live, seen {w.seen_ago:.0f}s ago{_heartbeat_trouble(w)}")
     header = f"{'shop':<16} {'owner':<24} {'lease':<16} {'state':<12} {'phase':<10} {'checkpoint (CST)':<20} behind"
     print(header)
     for shop in shops:

@@ -23,7 +23,8 @@ grouped by what the caller can do about them::
     │   ├── CheckpointCorruptError                stored data cannot be read
     │   ├── CheckpointVersionError                a checkpoint written by a newer library
     │   ├── StoreUnavailableError                 the database cannot be reached
-    │   └── SchemaVersionError                    the database was set up by a newer library
+    │   ├── SchemaVersionError                    the database was set up by a newer library
+    │   └── HeartbeatFailedError                  a worker could not renew its leases for too long
     ├── SessionUnavailableError                   the app's session provider had no session for a shop
     └── SyncError                                 the sync engine refuses to risk a loss
         ├── CheckpointExpiredError                checkpoint older than the API's horizon
@@ -50,6 +51,7 @@ __all__ = [
     "CheckpointVersionError",
     "ConfigurationError",
     "ConnectError",
+    "HeartbeatFailedError",
     "InvalidRequestError",
     "LeaseLostError",
     "PermissionDeniedError",
@@ -176,7 +178,14 @@ class CheckpointConflictError(CheckpointError):
 
 
 class LeaseLostError(CheckpointConflictError):
-    """The commit carried a stale fencing token: another worker now owns the shop."""
+    """The commit carried a stale fencing token: another worker now owns the shop.
+
+    ``token`` is the fencing token the refused commit carried (None: the worker held no lease at all).
+    """
+
+    def __init__(self, message: str, *, token: int | None = None) -> None:
+        super().__init__(message)
+        self.token = token
 
 
 class CheckpointCorruptError(CheckpointError):
@@ -205,6 +214,14 @@ class StoreUnavailableError(CheckpointError):
 
 class SchemaVersionError(CheckpointError):
     """The database holds a schema newer than this library understands: upgrade the library."""
+
+
+class HeartbeatFailedError(CheckpointError):
+    """A worker's heartbeats failed for ``give_up_after`` seconds: it gave up (the CLI exits with 11).
+
+    The database was unreachable or refused the heartbeat (the cause is chained); the worker held no
+    lease any more and synced nothing. Restart it (under a supervisor) once the database is fixed.
+    """
 
 
 class SessionUnavailableError(TaobaoOrderSyncError):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
@@ -48,9 +49,20 @@ from taobao_ordersync.stores import StoredCheckpoint
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["SCHEMA_VERSION", "FencedStore", "PostgresStore", "RegisteredShop", "Report", "WorkerRecord"]
+__all__ = [
+    "MIN_SERVER_VERSION",
+    "SCHEMA_VERSION",
+    "FencedRevision",
+    "FencedStore",
+    "PostgresStore",
+    "RegisteredShop",
+    "Report",
+    "WorkerRecord",
+]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# The oldest PostgreSQL major supported: every version still maintained upstream (15, 16, 17, 18).
+MIN_SERVER_VERSION: Final = 15
 Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_KEY: Final = 0x7A0B_0D5C  # advisory lock for migrations (any fixed number)
@@ -94,6 +106,10 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
         );
         INSERT INTO {s}.app DEFAULT VALUES;
     """,
+    # A worker whose heartbeats the database refuses says so here, for `status`.
+    2: """
+        ALTER TABLE {s}.workers ADD COLUMN last_error text, ADD COLUMN failing_since timestamptz;
+    """,
 }
 
 
@@ -118,7 +134,11 @@ class RegisteredShop:
 
 @frozen
 class WorkerRecord:
-    """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead."""
+    """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead.
+
+    ``last_error`` and ``failing_for`` (seconds) are set while the database answers the worker but
+    refuses its heartbeats (``"gave up: ..."`` once it gave up); a successful heartbeat clears them.
+    """
 
     worker_id: str
     host: str
@@ -127,6 +147,8 @@ class WorkerRecord:
     seen_ago: float
     rate: float | None
     shops: int
+    last_error: str | None = None
+    failing_for: float | None = None
 
 
 @frozen
@@ -150,6 +172,22 @@ def describe_dsn(dsn: str) -> str:
         return "the configured PostgreSQL server"
     database = parts.path.lstrip("/") or "postgres"
     return f"postgresql://{host}:{port}/{database}"
+
+
+def check_server_version(major: int, version: str, where: str) -> None:
+    """Refuse a PostgreSQL server older than ``MIN_SERVER_VERSION`` with a message naming its version."""
+    if major < MIN_SERVER_VERSION:
+        raise StoreUnavailableError(
+            f"{where} runs PostgreSQL {version}; taobao-ordersync needs PostgreSQL {MIN_SERVER_VERSION} or newer "
+            f"(the versions maintained upstream): upgrade the server or point the DSN at a newer one"
+        )
+
+
+def _version_text(version: Any) -> str:
+    """asyncpg's ``ServerVersion`` as PostgreSQL prints it: ``15.18`` (``9.6.24`` before 10)."""
+    if version.major >= 10:
+        return f"{version.major}.{version.micro}"
+    return f"{version.major}.{version.minor}.{version.micro}"
 
 
 def _import_asyncpg() -> Any:
@@ -190,6 +228,7 @@ class PostgresStore:
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._pool: asyncpg.Pool | None = None
+        self.server_version: str | None = None  # e.g. "15.18", once open
         self.round_trips = 0  # statements sent, for benchmarks and tuning
         self.fencing_refusals = 0
 
@@ -216,6 +255,9 @@ class PostgresStore:
             )
         self._pool = pool
         try:
+            async with self._connection("connect") as connection:
+                self.server_version = _version_text(connection.get_server_version())
+                check_server_version(connection.get_server_version().major, self.server_version, self.where)
             await self.migrate()
         except BaseException:
             self._pool = None
@@ -298,7 +340,8 @@ class PostgresStore:
                 now_held = "nobody" if holder is None or holder["owner"] is None else repr(holder["owner"])
                 raise LeaseLostError(
                     f"shop {shop_id!r}: commit refused, fencing token {token} of {owner!r} is stale "
-                    f"(the shop is now held by {now_held}); the window will be read again by its owner"
+                    f"(the shop is now held by {now_held}); the window will be read again by its owner",
+                    token=token,
                 )
         if revision is None:
             raise CheckpointConflictError(
@@ -371,7 +414,8 @@ class PostgresStore:
         rows = await self._fetch(
             f"SELECT w.worker_id, w.host, w.pid, w.rate, w.expires_at > now() AS alive, "
             f"extract(epoch FROM now() - w.seen_at)::float8 AS seen_ago, "
-            f"(SELECT count(*) FROM {s}.shops s WHERE s.owner = w.worker_id AND s.lease_until > now()) AS shops "
+            f"(SELECT count(*) FROM {s}.shops s WHERE s.owner = w.worker_id AND s.lease_until > now()) AS shops, "
+            f"w.last_error, extract(epoch FROM now() - w.failing_since)::float8 AS failing_for "
             f"FROM {s}.workers w ORDER BY alive DESC, worker_id"
         )
         return [
@@ -383,6 +427,8 @@ class PostgresStore:
                 seen_ago=float(row["seen_ago"]),
                 rate=row["rate"],
                 shops=int(row["shops"]),
+                last_error=row["last_error"],
+                failing_for=row["failing_for"],
             )
             for row in rows
         ]
@@ -413,7 +459,8 @@ class PostgresStore:
                     INSERT INTO {s}.workers (worker_id, host, pid, expires_at, rate)
                     VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5)
                     ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), expires_at = excluded.expires_at,
-                        rate = excluded.rate, host = excluded.host, pid = excluded.pid
+                        rate = excluded.rate, host = excluded.host, pid = excluded.pid,
+                        last_error = NULL, failing_since = NULL
                 )
                 UPDATE {s}.shops AS s SET lease_until = now() + make_interval(secs => $4), weight = u.weight,
                     state = u.state, behind = u.behind, last_error = u.last_error, reported_at = now()
@@ -424,9 +471,11 @@ class PostgresStore:
                 """,
                 worker_id, host, pid, lease, rate, *columns,
             )  # fmt: skip
+            # ban_until is '-infinity' until the first ban, and before PostgreSQL 17 an infinite
+            # timestamp minus a finite one is an error: subtract from a finite one only.
             summary = await connection.fetchrow(
                 f"SELECT (SELECT count(*) FROM {s}.workers WHERE expires_at > now()) AS live, "
-                f"(SELECT extract(epoch FROM ban_until - now())::float8 FROM {s}.app) AS ban_left, "
+                f"(SELECT extract(epoch FROM greatest(ban_until, now()) - now())::float8 FROM {s}.app) AS ban_left, "
                 f"(SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM {s}.shops "
                 f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
                 worker_id,
@@ -443,6 +492,20 @@ class PostgresStore:
             next_expiry=summary["next_expiry"],
             rows=tuple(LeaseRow(row["shop_id"], row["owner"], float(row["weight"])) for row in rows),
         )
+
+    async def report_heartbeat_failure(
+        self, worker_id: str, *, host: str, pid: int, error: str, failing_for: float
+    ) -> None:
+        """Show in ``status`` that this worker's heartbeats fail, and since when (the database answers,
+        but refuses them). The worker is registered if it never was, but not made live."""
+        await self._fetch(
+            f"INSERT INTO {self.schema}.workers AS w (worker_id, host, pid, expires_at, last_error, failing_since) "
+            "VALUES ($1, $2, $3, now(), $4, now() - make_interval(secs => $5)) "
+            "ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), host = excluded.host, pid = excluded.pid, "
+            "last_error = excluded.last_error, failing_since = coalesce(w.failing_since, excluded.failing_since) "
+            "RETURNING 1",
+            worker_id, host, pid, error, failing_for,
+        )  # fmt: skip
 
     async def claim(self, worker_id: str, candidates: Sequence[str], limit: int, *, lease: float) -> dict[str, int]:
         """Take up to ``limit`` free shops of ``candidates``; returns each claimed shop's new fencing token."""
@@ -580,20 +643,41 @@ def _valid_ids(shop_ids: Sequence[object]) -> list[str]:
     return ids
 
 
+class FencedRevision(int):
+    """A revision handed out by ``FencedStore``: an ``int`` that also carries the fencing token of
+    the read it belongs to, so that the read's next save commits with that token and no other."""
+
+    shop_id: str
+    token: int
+
+    def __new__(cls, revision: int, *, shop_id: str, token: int) -> Self:
+        value = super().__new__(cls, revision)
+        value.shop_id = shop_id
+        value.token = token
+        return value
+
+
+# Reads of a shop with no checkpoint yet, by (store, shop): the token each began under. A read loads
+# and makes its first save (which fixes the checkpoint's origin) in one step of its task, so the
+# context of that task is where its token waits: two reads in two tasks never see each other's.
+_ABSENT_READS: ContextVar[Mapping[tuple[int, str], int] | None] = ContextVar("taobao_absent_reads", default=None)
+
+
 class FencedStore:
     """The ``CheckpointStore`` a worker's fleet uses: every save carries the fencing token of its read.
 
-    The token is taken when a read starts (``load``) and follows that read's chain of revisions, so
-    a read begun under an old lease commits with the old token, and the database refuses it, even if
-    this same worker has claimed the shop again since (and holds a newer token for a newer read).
+    The token is taken when a read starts (``load``) and travels with the read itself: the revision
+    ``load`` and ``save`` return is a ``FencedRevision`` holding it, which the read hands back to its
+    next ``save``. (A read of a shop with no checkpoint has no revision yet: its token waits in its
+    task's context until its first save.) So a read begun under an old lease commits with the old
+    token, and the database refuses it, even if this same worker has claimed the shop again since and
+    a newer read stands on the same revision with a newer token; that newer read commits undisturbed.
     """
 
     def __init__(self, store: PostgresStore, owner: str, tokens: Mapping[str, int]) -> None:
         self.store = store
         self.owner = owner
         self._tokens = tokens  # the worker's current leases
-        # (shop, revision a read stands on) -> the token that read began under; one or two per shop
-        self._reads: dict[tuple[str, int | None], int] = {}
 
     def __repr__(self) -> str:
         return f"FencedStore({self.store!r}, owner={self.owner!r})"
@@ -601,19 +685,31 @@ class FencedStore:
     async def load(self, shop_id: str) -> StoredCheckpoint | None:
         token = self._tokens.get(shop_id)
         stored = await self.store.load(shop_id)
-        if token is not None:
-            self._reads[(shop_id, None if stored is None else stored.revision)] = token
-        return stored
+        if stored is None and token is not None:
+            # A new mapping, never a change to the one other tasks may share.
+            _ABSENT_READS.set({**(_ABSENT_READS.get() or {}), (id(self), shop_id): token})
+        if stored is None or token is None:
+            return stored
+        return StoredCheckpoint(
+            data=stored.data, revision=FencedRevision(stored.revision, shop_id=shop_id, token=token)
+        )
 
     async def save(self, shop_id: str, data: str, *, expected_revision: int | None) -> int:
-        token = self._reads.get((shop_id, expected_revision))
+        token: int | None
+        if expected_revision is None:
+            key = (id(self), shop_id)
+            reads = _ABSENT_READS.get() or {}
+            token = reads.get(key)
+            if token is not None:
+                _ABSENT_READS.set({k: v for k, v in reads.items() if k != key})  # this read's first step
+        elif isinstance(expected_revision, FencedRevision) and expected_revision.shop_id == shop_id:
+            token = expected_revision.token
+        else:
+            token = None  # a revision no read of this view handed out
         if token is None:
             raise LeaseLostError(f"shop {shop_id!r}: worker {self.owner!r} holds no lease on it; commit refused")
-        try:
-            revision = await self.store.save_fenced(
-                shop_id, data, expected_revision=expected_revision, fence=(self.owner, token)
-            )
-        finally:
-            del self._reads[(shop_id, expected_revision)]  # committed or refused: this step is over
-        self._reads[(shop_id, revision)] = token
-        return revision
+        revision = await self.store.save_fenced(
+            shop_id, data, expected_revision=int(expected_revision) if expected_revision is not None else None,
+            fence=(self.owner, token),
+        )  # fmt: skip
+        return FencedRevision(revision, shop_id=shop_id, token=token)

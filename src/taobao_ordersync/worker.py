@@ -34,7 +34,10 @@ from taobao_ordersync.errors import (
     CheckpointConflictError,
     CheckpointError,
     ConfigurationError,
+    HeartbeatFailedError,
+    LeaseLostError,
     SessionUnavailableError,
+    StoreUnavailableError,
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
 from taobao_ordersync.models import Shop
@@ -69,6 +72,9 @@ class Worker:
             one whose provider has a working session, may take it.
         on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
             carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
+        give_up_after: seconds of failing heartbeats (counted from the last renewal) after which
+            ``run()`` ends with ``HeartbeatFailedError`` rather than keep trying (default 300; None:
+            never). Past one lease the worker holds nothing, and says so at ``ERROR`` once a lease.
         **fleet_options: ``concurrency``, ``policy``, ``turn_batches`` and ``Syncer`` options.
     """
 
@@ -85,6 +91,7 @@ class Worker:
         release_paused_after: float | None = None,
         on_event: Callable[[FleetEvent], None] | None = None,
         policy: PollPolicy | None = None,
+        give_up_after: float | None = 300.0,
         **fleet_options: Any,
     ) -> None:
         if not isinstance(store, PostgresStore):
@@ -99,6 +106,9 @@ class Worker:
         self.release_paused_after = release_paused_after if release_paused_after is not None else 3 * lease
         if not self.release_paused_after > 0:
             raise ConfigurationError("release_paused_after must be > 0 seconds")
+        if give_up_after is not None and not give_up_after >= lease:
+            raise ConfigurationError("give_up_after must be at least the lease (or None: never give up)")
+        self.give_up_after = give_up_after
         self.client = client
         self.store = store
         self.sessions = sessions
@@ -131,6 +141,9 @@ class Worker:
         self._nudge = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_renewal: float | None = None
+        self._failing_since: float | None = None  # the first failed heartbeat since the last renewal
+        self._outcry_at: float | None = None  # the last ERROR about it
+        self.heartbeat_error: str | None = None  # "Type: message" of the last heartbeat, while they fail
         self._next_expiry: float | None = None
         self._listener: Any = None
         self.heartbeats = 0
@@ -143,6 +156,14 @@ class Worker:
     def shop_ids(self) -> list[str]:
         """The shops this worker holds a lease on."""
         return sorted(self._tokens)
+
+    @property
+    def heartbeat_failing_for(self) -> float | None:
+        """Seconds since the last renewal (or the first attempt) while heartbeats fail; None while they work."""
+        if self._failing_since is None:
+            return None
+        since = self._last_renewal if self._last_renewal is not None else self._failing_since
+        return self.clock.monotonic() - since
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: no partial window is committed, and every lease is released."""
@@ -196,10 +217,16 @@ class Worker:
                 reports=self._reports(),
             )
         except CheckpointError as exc:
-            self._renewal_failed(exc)
+            await self._renewal_failed(exc)
             return
         self.heartbeats += 1
         now = self.clock.monotonic()
+        failed_for = self.heartbeat_failing_for
+        if failed_for is not None:
+            (logger.warning if failed_for > self.lease else logger.info)(
+                "worker %s: heartbeat renewed again after %.0f s of failures", self.worker_id, failed_for
+            )
+            self._failing_since = self._outcry_at = self.heartbeat_error = None
         if self._last_renewal is not None and now - self._last_renewal > self.lease:
             # Back after an outage: the others may not have re-registered yet, so the live count is
             # low. Take no shops this beat (like the settle at start); the next beat sees them all.
@@ -263,12 +290,47 @@ class Worker:
             return True
         return shop_id in self.fleet and self.fleet.status(shop_id).state == "paused"
 
-    def _renewal_failed(self, exc: CheckpointError) -> None:
-        logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
-        if self._last_renewal is not None and self.clock.monotonic() - self._last_renewal > self.lease:
+    async def _renewal_failed(self, exc: CheckpointError) -> None:
+        now = self.clock.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self.heartbeat_error = f"{type(exc).__name__}: {exc}"
+        failing_for = now - (self._last_renewal if self._last_renewal is not None else self._failing_since)
+        gave_up = self.give_up_after is not None and failing_for >= self.give_up_after
+        if failing_for <= self.lease:
+            logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
+        else:
             # Our leases have run out: others may take the shops once the database is back.
             for shop_id in list(self._tokens):
-                self._drop(shop_id, "its lease could not be renewed (database unreachable)")
+                self._drop(shop_id, "its lease could not be renewed")
+            if self._outcry_at is None or now - self._outcry_at >= self.lease:
+                self._outcry_at = now
+                ending = (
+                    f"; it gives up in {max(0.0, self.give_up_after - failing_for):.0f} s"
+                    if self.give_up_after is not None
+                    else ""
+                )
+                logger.error(
+                    "worker %s: no heartbeat for %.0f s, longer than its %.0f s lease: it holds no shop and syncs "
+                    "nothing until PostgreSQL accepts its heartbeat again%s. Last error: %s",
+                    self.worker_id, failing_for, self.lease, ending, exc,
+                )  # fmt: skip
+            else:
+                logger.warning("worker %s: heartbeat failed: %s", self.worker_id, exc)
+        if not isinstance(exc, StoreUnavailableError):  # the database answered: `status` can show it
+            with contextlib.suppress(CheckpointError):
+                await self.store.report_heartbeat_failure(
+                    self.worker_id,
+                    host=self._host,
+                    pid=os.getpid(),
+                    error=f"gave up: {self.heartbeat_error}" if gave_up else self.heartbeat_error,
+                    failing_for=failing_for,
+                )
+        if gave_up:
+            raise HeartbeatFailedError(
+                f"worker {self.worker_id}: no heartbeat for {failing_for:.0f} s, giving up (give_up_after "
+                f"{self.give_up_after:.0f} s); the last error: {exc}"
+            ) from exc
 
     def _next_beat_in(self) -> float:
         # Wake when someone else's lease runs out, so a dead worker's shops move within one lease.
@@ -396,10 +458,20 @@ class Worker:
             self.fleet.remove(shop_id)
 
     def _fleet_event(self, event: FleetEvent) -> None:
-        if event.kind == "paused" and isinstance(event.error, CheckpointConflictError):
-            # Refused by the fencing token (or another writer): the shop is someone else's now.
-            logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, event.error)
-            asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
+        error = event.error
+        if event.kind == "paused" and isinstance(error, CheckpointConflictError):
+            held = self._tokens.get(event.shop_id)
+            if isinstance(error, LeaseLostError) and None not in (error.token, held) and error.token != held:
+                # A read left over from a lease this worker lost and has claimed back since: refused by
+                # its own old token, as it should be. The read under the current lease goes on.
+                logger.info(
+                    "worker %s: shop %s: a read from an earlier lease was refused (token %s; held now: %s)",
+                    self.worker_id, event.shop_id, error.token, held,
+                )  # fmt: skip
+            else:
+                # Refused by the fencing token (or another writer): the shop is someone else's now.
+                logger.warning("worker %s: shop %s: %s", self.worker_id, event.shop_id, error)
+                asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
         if self.on_event is not None:
             self.on_event(event)  # the fleet guards this call: a failing callback is logged, not raised
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from taobao_ordersync import cli
+from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing.postgres import LocalPostgres
 
 from .conftest import new_schema
+
+pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -106,3 +110,36 @@ async def test_session_file_is_reread_when_it_changes_and_a_broken_rewrite_is_an
     path.write_text('{"a": ')
     with pytest.raises(cli.ConfigurationError, match="not a readable JSON file"):
         await sessions("a")
+
+
+def test_a_worker_whose_heartbeat_keeps_failing_exits_with_its_own_code(
+    postgres_server: LocalPostgres,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Every heartbeat refused by the database: after --give-up-after the worker exits with code 11 and
+    says why; `status` shows the worker and its heartbeat error."""
+    schema = new_schema()
+    where = ["--postgres", postgres_server.dsn, "--schema", schema]
+    assert 0 == run(["shops", "add", *where, "a"], capsys)[0]
+
+    async def break_heartbeats() -> None:
+        async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+            await store._fetch(f"ALTER TABLE {schema}.app RENAME TO app_gone")
+
+    asyncio.run(break_heartbeats())
+    sessions = tmp_path / "sessions.json"
+    sessions.write_text(json.dumps({"a": "session"}))
+    monkeypatch.setenv("TAOBAO_APP_KEY", "key")
+    monkeypatch.setenv("TAOBAO_APP_SECRET", "secret")
+    worker = ["--sessions", str(sessions), "--url", "http://127.0.0.1:9/router/rest", "--worker-id", "doomed"]
+
+    code, _, err = run(["worker", *where, *worker, "--lease", "1", "--give-up-after", "2"], capsys)
+
+    assert 11 == cli.HEARTBEAT == code
+    assert "no heartbeat for" in err and "does not exist" in err
+    code, out, _ = run(["status", *where], capsys)
+    assert 0 == code
+    assert "0 live workers, 1 shops" == out.splitlines()[0]
+    assert any("doomed" in line and "heartbeat failing" in line for line in out.splitlines()), out

@@ -163,6 +163,7 @@ async def assert_no_checkpoint_moved_backwards(admin: PostgresStore) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.old_and_new_postgres
 async def test_three_worker_processes_under_chaos_kill_and_pause(
     postgres_server: LocalPostgres, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from taobao_ordersync import postgres
 from taobao_ordersync.errors import (
     CheckpointConflictError,
     ConfigurationError,
@@ -20,6 +21,8 @@ from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
 from .conftest import new_schema
+
+pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
 
 
 class TestPostgresStore(CheckpointStoreContract):
@@ -40,6 +43,33 @@ async def test_many_workers_creating_the_schema_at_once_all_succeed(postgres_ser
         await asyncio.gather(*(store.close() for store in stores))
 
     assert [SCHEMA_VERSION] * 8 == found
+
+
+async def test_a_schema_of_the_previous_version_is_migrated_in_place(
+    postgres_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A schema created by the release before (version 1), with a worker registered, is brought to the
+    current version at open: rows kept, the new columns empty, heartbeats and reports work."""
+    schema = new_schema()
+    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 1)
+    async with PostgresStore(postgres_server.dsn, schema=schema) as old:
+        await old._fetch(
+            f"INSERT INTO {schema}.workers (worker_id, host, pid, expires_at) VALUES ('w', 'h', 1, now()) RETURNING 1"
+        )
+    monkeypatch.undo()
+
+    async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+        assert SCHEMA_VERSION == await store.migrate()
+        versions = await store._fetch(f"SELECT version FROM {schema}.schema_version ORDER BY version")
+        assert list(range(1, SCHEMA_VERSION + 1)) == [row["version"] for row in versions]
+        assert [("w", None, None)] == [(w.worker_id, w.last_error, w.failing_for) for w in await store.workers()]
+        await store.report_heartbeat_failure("w", host="h", pid=1, error="CheckpointError: refused", failing_for=40)
+        [failing] = await store.workers()
+        assert "CheckpointError: refused" == failing.last_error and failing.failing_for is not None
+        assert 40 <= failing.failing_for < 45 and not failing.alive
+        await store.heartbeat("w", host="h", pid=1, lease=30, rate=1.0, reports=[])
+        [renewed] = await store.workers()
+        assert (True, None, None) == (renewed.alive, renewed.last_error, renewed.failing_for)
 
 
 async def test_schema_newer_than_the_library_is_refused(
@@ -71,6 +101,28 @@ async def test_unknown_database_is_a_clear_error(postgres_server: LocalPostgres)
 
     with pytest.raises(StoreUnavailableError, match="no_such_db"):
         await store.open()
+
+
+async def test_a_server_older_than_15_is_refused_at_connect(
+    postgres_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL the upstream project no longer maintains (stubbed as 14.13) is refused at open with
+    a message naming its version and the oldest one supported; nothing is created and no pool stays open."""
+    import asyncpg
+
+    old = asyncpg.types.ServerVersion(14, 0, 13, "final", 0)
+    monkeypatch.setattr(asyncpg.connection.Connection, "get_server_version", lambda self: old)
+    schema = new_schema()
+    store = PostgresStore(postgres_server.dsn, schema=schema)
+
+    with pytest.raises(StoreUnavailableError, match=r"runs PostgreSQL 14\.13; .*needs PostgreSQL 15 or newer"):
+        await store.open()
+
+    assert store._pool is None
+    monkeypatch.undo()
+    async with PostgresStore(postgres_server.dsn, schema=new_schema()) as admin:
+        assert admin.server_version is not None and int(admin.server_version.split(".")[0]) >= 15
+        assert not await admin._fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema)
 
 
 @pytest.mark.parametrize("dsn", ["", "mysql://x@y/z", "127.0.0.1:5432"])
@@ -196,6 +248,73 @@ async def test_a_read_commits_with_the_token_it_began_under(pg_store: PostgresSt
 
     with pytest.raises(LeaseLostError, match="stale"):
         await view.save("shop", '{"by":"me, old read"}', expected_revision=None)
+
+
+async def test_two_reads_on_one_revision_each_commit_with_their_own_token(pg_store: PostgresStore) -> None:
+    """A read left over from a lost lease and a new read of the same worker, both standing on revision 1:
+    the old one is refused by its own (stale) token, the new one commits with the new token. Keyed by
+    (shop, revision), both shared the newer token: the old read committed and the new one was refused."""
+    await pg_store.add_shops("shop")
+    tokens = await pg_store.claim("me", ["shop"], 1, lease=0.2)
+    view = pg_store.fenced("me", tokens)
+    assert None is await view.load("shop")
+    assert 1 == await view.save("shop", '{"by":"first read"}', expected_revision=None)
+    old = await view.load("shop")  # begins under the first lease ...
+    await asyncio.sleep(0.3)  # ... which runs out; the same worker claims the shop back
+    tokens.update(await pg_store.claim("me", ["shop"], 1, lease=30))
+    new = await view.load("shop")
+    assert old is not None and new is not None and old.revision == new.revision == 1
+
+    with pytest.raises(LeaseLostError, match="stale") as refused:
+        await view.save("shop", '{"by":"old read"}', expected_revision=old.revision)
+    assert 2 == await view.save("shop", '{"by":"new read"}', expected_revision=new.revision)
+
+    assert refused.value.token is not None and refused.value.token != tokens["shop"]
+    stored = await pg_store.load("shop")
+    assert stored is not None and '{"by":"new read"}' == stored.data
+
+
+async def test_two_reads_of_an_absent_checkpoint_each_commit_with_their_own_token(pg_store: PostgresStore) -> None:
+    """The same with no checkpoint yet (both reads stand on "absent"), each read in its own task as the
+    fleet runs them: the old read is refused, the new one commits revision 1."""
+    await pg_store.add_shops("shop")
+    tokens = await pg_store.claim("me", ["shop"], 1, lease=0.2)
+    view = pg_store.fenced("me", tokens)
+    loaded = [asyncio.Event(), asyncio.Event()]
+    go = [asyncio.Event(), asyncio.Event()]
+
+    async def read(n: int) -> int:
+        assert None is await view.load("shop")
+        loaded[n].set()
+        await go[n].wait()
+        return await view.save("shop", f'{{"read":{n}}}', expected_revision=None)
+
+    old = asyncio.create_task(read(0))
+    await loaded[0].wait()
+    await asyncio.sleep(0.3)
+    tokens.update(await pg_store.claim("me", ["shop"], 1, lease=30))
+    new = asyncio.create_task(read(1))
+    await loaded[1].wait()
+    go[0].set()  # the old read commits first
+    with pytest.raises(LeaseLostError, match="stale"):
+        await old
+    go[1].set()
+
+    assert 1 == await new
+
+
+async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None:
+    """The first heartbeat, with no ban ever set (ban_until is -infinity), registers the worker and reports
+    no ban; after a ban, the time left. Before PostgreSQL 17, -infinity minus now() is an error."""
+    await pg_store.add_shops("shop")
+
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+
+    assert (1, 0.0, None) == (beat.live_workers, beat.ban_left, beat.next_expiry)
+    assert [("shop", None)] == [(row.shop_id, row.owner) for row in beat.rows]
+    await pg_store.ban(60)
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+    assert 55 < beat.ban_left <= 60
 
 
 async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store: PostgresStore) -> None:

