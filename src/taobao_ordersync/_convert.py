@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 from attrs import frozen
 
-from taobao_ordersync._fields import TIMES, read_bool, read_int, read_time, warn_once
+from taobao_ordersync._fields import TIMES, cached_time, read_bool, read_int, read_time, warn_once
 from taobao_ordersync._time import CST, floor_second, format_time
 from taobao_ordersync._wire import KNOWN_TRADE_TYPES, unwrap_list
 from taobao_ordersync.errors import ResponseFormatError
 from taobao_ordersync.models import Trade, TradePage, make_trade
+
+_new_trade = Trade.__new__
 
 __all__ = ["ListQuery", "read_tid", "structure_fullinfo", "structure_page", "structure_time", "structure_trade"]
 
@@ -133,7 +135,7 @@ def structure_page(inner: Mapping[str, Any], query: ListQuery) -> TradePage:
     by_modified = query.time_field == "modified"
     checks_time = query.time_field in query.fields
     needs_created = "created" in query.fields
-    times, known = TIMES, KNOWN_TRADE_TYPES
+    times, known, parse, new = TIMES, KNOWN_TRADE_TYPES, cached_time, _new_trade
     tids: list[int] = []
     trades: list[Trade] = []
     # The hot loop of every sync: inlined, with the common case first and the helpers for the rest.
@@ -144,12 +146,10 @@ def structure_page(inner: Mapping[str, Any], query: ListQuery) -> TradePage:
         if type(tid) is not int:
             tid = read_tid(item)
         text = item.get("modified")
-        modified = times.get(text) if type(text) is str else None
-        if modified is None:
+        if type(text) is not str or (modified := times.get(text) or parse(text)) is None:
             modified = _required_time(item, "modified", tid)
         text = item.get("created")
-        created = times.get(text) if type(text) is str else None
-        if created is None:
+        if type(text) is not str or (created := times.get(text) or parse(text)) is None:
             created = _created(item, tid)
             if created is None and needs_created:
                 raise _malformed(f"trade {tid}: created was requested but is missing")
@@ -159,7 +159,13 @@ def structure_page(inner: Mapping[str, Any], query: ListQuery) -> TradePage:
         moment = modified if by_modified else created
         if checks_time and (moment is None or not low <= moment <= high):
             _outside(tid, moment, query, low, high)
-        trades.append(make_trade(item, tid, modified, created))
+        trade = new(Trade)  # make_trade, inlined
+        trade._raw = item
+        trade._cache = None
+        trade._tid = tid
+        trade._modified = modified
+        trade._created = created
+        trades.append(trade)
         tids.append(tid)
     if len(set(tids)) != len(tids):
         raise _malformed("a trade is listed twice on one page")
