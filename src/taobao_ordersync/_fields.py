@@ -81,7 +81,7 @@ def read_int(value: Any) -> int:
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:  # exact; a larger id lost digits
         return int(value)
     raise ValueError(f"not an integer: {value!r}")
 
