@@ -147,6 +147,9 @@ class Lazy:
         return cache
 
 
+_UNREAD: Final = object()
+
+
 class Field(Generic[_V]):
     """A typed attribute read from ``raw`` on first access and cached.
 
@@ -176,10 +179,10 @@ class Field(Generic[_V]):
         cache = instance._cache
         if cache is None:
             cache = instance._cache = {}
-        try:
-            return cache[self.name]  # type: ignore[no-any-return]
-        except KeyError:
-            pass
+        else:
+            typed = cache.get(self.name, _UNREAD)
+            if typed is not _UNREAD:
+                return typed  # type: ignore[no-any-return]
         raw = instance._raw
         value = raw.get(self.key)
         if value is None and self.alias is not None:
