@@ -34,6 +34,7 @@ def _rss_bytes() -> int:
 
 
 async def _backfill(trades: int, seed: int) -> dict[str, Any]:
+    from benchmarks._fleet import _emulator_cpu
     from benchmarks._remote import RemoteEmulator
     from benchmarks.scenarios import LAG, PAGE, SHOP, connect, minimum_of
     from taobao_ordersync import MemoryStore, Syncer
@@ -48,6 +49,8 @@ async def _backfill(trades: int, seed: int) -> dict[str, Any]:
         async with connect(remote) as client:
             syncer = Syncer(client, store=MemoryStore(), page_size=PAGE)
             before = _rss_bytes()
+            emulator_cpu = _emulator_cpu()
+            own_cpu = time.process_time()
             samples: list[tuple[int, int]] = []
             delivered = batches = 0
             started = time.perf_counter()
@@ -58,6 +61,11 @@ async def _backfill(trades: int, seed: int) -> dict[str, Any]:
                     if batches % 500 == 0:
                         samples.append((delivered, _rss_bytes()))
             seconds = time.perf_counter() - started
+            own_cpu = time.process_time() - own_cpu
+            emulator_after = _emulator_cpu()
+            emulator_busy = (
+                None if emulator_cpu is None or emulator_after is None else (emulator_after - emulator_cpu) / seconds
+            )
             progress = syncer.progress(SHOP.id)
             return {
                 "trades in scope": minimum.backfill_trades,
@@ -67,6 +75,8 @@ async def _backfill(trades: int, seed: int) -> dict[str, Any]:
                 + client.call_counts.get("taobao.trades.sold.increment.get", 0),
                 "minimum": minimum.backfill_calls,
                 "seconds": seconds,
+                "syncing process CPU busy": own_cpu / seconds,
+                "emulator CPU busy": emulator_busy,
                 "generation s (emulator)": remote.generated_seconds,
                 "rss before sync": before,
                 "rss after sync": _rss_bytes(),
@@ -107,6 +117,8 @@ async def memory(sizes: Any) -> list[Row]:
         "RSS MB before sync": round(report["rss before sync"] / mb, 1),
         "RSS MB after sync": round(report["rss after sync"] / mb, 1),
         "generation s (emulator)": round(report["generation s (emulator)"], 1),
+        "syncing process CPU busy": round(report["syncing process CPU busy"], 2),
+        "emulator CPU busy": None if report["emulator CPU busy"] is None else round(report["emulator CPU busy"], 2),
     }
     if len(samples) >= 2:
         (first_count, first_rss), (last_count, last_rss) = samples[0], samples[-1]
