@@ -22,7 +22,7 @@ from attrs import asdict, evolve
 
 from benchmarks._measure import Row, consumer_bytes_per_trade, format_fleet_tables, format_notes, format_table
 from benchmarks._workers import format_workers_table
-from benchmarks.scenarios import FULL, QUICK, SCENARIOS, Sizes
+from benchmarks.scenarios import EXTRA, FULL, QUICK, SCENARIOS, Sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         choices=sorted(SCENARIOS),
         metavar="NAME",
-        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}; {', '.join(sorted(EXTRA))} only when named",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--seed", type=int, help="seed for every emulator (default 2026)")
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = evolve(sizes, seed=args.seed)
     if args.no_memory:
         sizes = evolve(sizes, memory=False)
-    names = list(dict.fromkeys(args.scenario or SCENARIOS))
+    names = list(dict.fromkeys(args.scenario or [name for name in SCENARIOS if name not in EXTRA]))
     started = time.perf_counter()
     consumer = consumer_bytes_per_trade()
     rows, durations = asyncio.run(run(names, sizes))

@@ -1,4 +1,4 @@
-"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes, fleet and workers.
+"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes, fleet, workers, decode, memory.
 
 Every run uses the real ``TopClient`` (rate 5,000/s, ``RetryPolicy.no_wait()``) over
 loopback against the real emulator in a child process (``_remote``). Shop activity
@@ -22,8 +22,10 @@ from typing import Any, Final
 
 from attrs import define, evolve, field, frozen
 
+from benchmarks._decode import decode
 from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
+from benchmarks._memory import memory
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
 from benchmarks._workers import workers
 from taobao_ordersync import (
@@ -41,7 +43,7 @@ from taobao_ordersync import (
 from taobao_ordersync._time import floor_second, from_epoch
 from taobao_ordersync.testing import Chaos, Collector, NaiveSyncer, ShopProfile
 
-__all__ = ["FULL", "QUICK", "SCENARIOS", "Sizes"]
+__all__ = ["EXTRA", "FULL", "QUICK", "SCENARIOS", "Sizes"]
 
 LAG: Final = timedelta(seconds=10)  # Syncer's and NaiveSyncer's default
 PAGE: Final = 100  # both syncers' page size (TOP's maximum)
@@ -86,6 +88,9 @@ class Sizes:
     fleet_burst_shops: tuple[int, ...] = (10, 100)  # sizes whose backlog also runs at burst 2 (same rate)
     fleet_steady_polls: int = 2000  # steady-state polls per variant and size (at least 3 rounds)
     worker_shops: int = 2000  # shops shared by 1, 2 and 4 PostgreSQL workers (``workers``)
+    decode_pages: int = 50  # 100-trade pages read per pass (``decode``)
+    decode_rounds: int = 15  # interleaved passes per way of reading; the median is reported
+    memory_trades: float = 1_000_000  # trades in the ``memory`` backfill (not part of the default run)
 
 
 FULL: Final = Sizes()
@@ -109,6 +114,9 @@ QUICK: Final = Sizes(
     fleet_burst_shops=(10,),
     fleet_steady_polls=500,
     worker_shops=200,
+    decode_pages=10,
+    decode_rounds=5,
+    memory_trades=50_000,
     memory=False,
 )
 
@@ -740,4 +748,8 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "mistakes": mistakes,
     "fleet": fleet,
     "workers": workers,
+    "decode": decode,
+    "memory": memory,
 }
+#: Scenarios a plain ``python -m benchmarks`` leaves out (name them with ``--scenario``).
+EXTRA: Final = frozenset({"memory"})

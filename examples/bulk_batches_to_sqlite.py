@@ -70,7 +70,12 @@ class TradeTable:
 
     def _write(self, batch: Batch) -> int:
         rows = [
-            (str(t.tid), int(t.modified.timestamp()), t.status, json.dumps(t.raw, ensure_ascii=False, default=str))
+            (
+                str(t.tid),
+                int(t.modified.timestamp()),
+                t.status or "",
+                json.dumps(t.raw, ensure_ascii=False, default=str),
+            )
             for t in batch.trades
         ]
         before = self.db.total_changes

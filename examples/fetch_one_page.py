@@ -40,7 +40,7 @@ async def main() -> None:
         )
         print(f"{page.total_results} trades changed in the last 30 minutes; the newest:")
         for trade in page.trades:
-            print(f"  {trade.tid}  {trade.modified:%H:%M:%S}  {trade.status:<26} {trade.payment}")
+            print(f"  {trade.tid}  {trade.modified:%H:%M:%S}  {trade.status or '-':<26} {trade.payment}")
 
 
 if __name__ == "__main__":

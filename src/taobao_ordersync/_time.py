@@ -11,6 +11,10 @@ from datetime import datetime, timedelta, timezone
 CST = timezone(timedelta(hours=8), "CST")
 WIRE_FORMAT = "%Y-%m-%d %H:%M:%S"
 SECOND = timedelta(seconds=1)
+# An aware epoch and its naive twin: ``_EPOCH + (naive - _NAIVE_EPOCH)`` attaches CST
+# several times faster than ``naive.replace(tzinfo=CST)``.
+_EPOCH = datetime(2000, 1, 1, tzinfo=CST)
+_NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
 
 
 def format_time(moment: datetime) -> str:
@@ -21,7 +25,12 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: str) -> datetime:
-    """Parse Taobao's ``yyyy-MM-dd HH:mm:ss`` (GMT+8) into an aware datetime."""
+    """Parse Taobao's ``yyyy-MM-dd HH:mm:ss`` (GMT+8) into an aware datetime (surrounding blanks allowed)."""
+    if len(text) == 19 and text[10] == " " and text[4] == text[7] == "-" and text[13] == text[16] == ":":
+        try:
+            return _EPOCH + (datetime.fromisoformat(text) - _NAIVE_EPOCH)
+        except ValueError:
+            pass  # let strptime word the error
     return datetime.strptime(text.strip(), WIRE_FORMAT).replace(tzinfo=CST)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -28,6 +28,27 @@ from taobao_ordersync.errors import (
 from taobao_ordersync.signing import SignMethod, sign
 
 JsonObject = dict[str, Any]
+
+
+def _json_parser() -> tuple[str, Callable[[bytes], Any]]:
+    """orjson when installed (the ``fast`` extra: a page reads faster than ``json.loads`` alone), else json."""
+    try:
+        from orjson import loads as fast
+    except ImportError:  # pragma: no cover - depends on the environment
+        return "json", json.loads
+
+    def loads(body: bytes) -> Any:
+        try:
+            return fast(body)
+        except ValueError:
+            # Whatever orjson refuses (e.g. lone surrogates) the standard library decides, and words the error.
+            return json.loads(body)
+
+    return "orjson", loads
+
+
+#: The JSON parser of replies, ``"orjson"`` or ``"json"``, and the function itself.
+JSON_PARSER, loads = _json_parser()
 ParamValue = str | int | bool | datetime | Decimal | Iterable[str] | None
 
 API_VERSION: Final = "2.0"
@@ -193,7 +214,7 @@ def decode_response(method: str, status: int, body: bytes, *, simplify: bool = F
             is_transient=status >= 500 or status == 429,
         )
     try:
-        document = json.loads(body)
+        document = loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         snippet = body[:80].decode("utf-8", "replace").strip()
         raise ResponseFormatError(

@@ -595,7 +595,12 @@ class _SqliteSink:
 
     def _upsert(self, trades: Sequence[Trade]) -> None:
         rows = [
-            (str(t.tid), t.modified.isoformat(), t.status, json.dumps(t.raw, ensure_ascii=False, default=_jsonable))
+            (
+                str(t.tid),
+                t.modified.isoformat(),
+                t.status or "",
+                json.dumps(t.raw, ensure_ascii=False, default=_jsonable),
+            )
             for t in trades
         ]
         with self._db:  # one transaction per batch

@@ -71,7 +71,7 @@ class TopClient:
         retry: the retry policy; ``RetryPolicy.no_wait()`` in tests.
         timeout: seconds for one HTTP exchange.
         clock_refresh: seconds between re-measurements of Taobao's clock.
-        simplify: ask for ``simplify=true`` replies (smaller bodies).
+        simplify: ask for ``simplify=true`` replies (smaller bodies); ``Trade.raw`` has the same shape either way.
         session: an ``aiohttp.ClientSession`` to borrow instead of owning one.
         transport: a custom ``Transport`` (overrides ``session`` and ``timeout``).
         clock: the local clock (a fake one in tests).

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
-from taobao_ordersync import ResponseFormatError, RetryPolicy, TopClient, _convert
+from taobao_ordersync import ResponseFormatError, RetryPolicy, TopClient, _fields
 from taobao_ordersync._time import CST
 from taobao_ordersync.testing import FakeClock
 
@@ -151,7 +151,7 @@ async def test_unreadable_fields_and_unknown_types_never_fail_a_page(
     client: TopClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """payment "abc", an order without oid and a new trade type: delivered in one call, logged once."""
-    monkeypatch.setattr(_convert, "_warned", set())
+    monkeypatch.setattr(_fields, "_warned", set())
     caplog.set_level(logging.WARNING, logger="taobao_ordersync")
     odd = [
         trade(3, type="brand_new_type", payment="abc", orders=[{"title": "t"}]),

@@ -166,3 +166,32 @@ def test_wrap_and_unwrap_round_trip() -> None:
         {"tid": 1, "modified": "2024-01-02 03:04:05", "orders": inner["trades"]["trade"][0]["orders"]}
     )
     assert (2,) == tuple(order.oid for order in trade.orders)
+
+
+# -- the reply parser: json, or orjson with the fast extra (issue 15) ----------------
+
+
+@pytest.mark.parametrize("parser", ["json", "orjson"])
+def test_both_parsers_read_replies_alike(monkeypatch: pytest.MonkeyPatch, parser: str) -> None:
+    """Big ids stay exact ints, Chinese text and money strings survive, bad bodies are transient format errors."""
+    if parser == "orjson":
+        pytest.importorskip("orjson")
+        assert "orjson" == _wire.JSON_PARSER
+    monkeypatch.setattr(_wire, "loads", _wire._json_parser()[1] if parser == "orjson" else json.loads)
+    body = json.dumps(
+        {
+            "trades_sold_get_response": {
+                "total_results": 1,
+                "trades": {"trade": [{"tid": 4000010000622536347, "buyer_nick": "买家", "payment": "1.10"}]},
+            }
+        },
+        ensure_ascii=False,
+    ).encode()
+
+    inner = _wire.decode_response("taobao.trades.sold.get", 200, body)
+
+    assert [{"tid": 4000010000622536347, "buyer_nick": "买家", "payment": "1.10"}] == inner["trades"]["trade"]
+    for bad in (b'{"trades_sold_get_resp', b"\xff\xfe", b"[1]"):
+        with pytest.raises(ResponseFormatError) as caught:
+            _wire.decode_response("taobao.trades.sold.get", 200, bad)
+        assert caught.value.is_transient
