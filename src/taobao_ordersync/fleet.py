@@ -533,6 +533,8 @@ class Fleet:
         status.error = None
         status.interval = entry.policy.next_interval(status.interval or entry.policy.min_interval, pages)
         delay = self._jittered(status.interval, entry.policy)
+        if entry.early is not None and entry.read_started >= entry.early:
+            entry.early = None  # this poll started late enough to read what the wake was for
         if self._observer is not None:
             try:
                 relaxed = self._observer.poll_finished(entry.shop.id, entry.missed)
@@ -541,11 +543,8 @@ class Fleet:
                 relaxed = None
             if relaxed is not None:
                 delay = max(delay, self._jittered(relaxed, entry.policy))
-        if entry.early is not None:
-            if entry.read_started >= entry.early:
-                entry.early = None  # this poll started late enough to read what the wake was for
-            else:
-                delay = min(delay, max(0.0, entry.early - self.clock.monotonic()))
+        if entry.early is not None:  # a wake this poll started too early for (or one during it)
+            delay = min(delay, max(0.0, entry.early - self.clock.monotonic()))
         self._schedule(entry, delay, "waiting")
         self._emit(FleetEvent(entry.shop.id, "synced"))
         self._release(entry, None, polled=True)

@@ -29,7 +29,7 @@ from typing import Any, Final, Literal
 from attrs import define, field, frozen
 
 from taobao_ordersync import _wire
-from taobao_ordersync._time import floor_second, parse_time
+from taobao_ordersync._time import floor_second, from_epoch, parse_time
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import ConfigurationError, ResponseFormatError, TaobaoOrderSyncError
@@ -390,12 +390,16 @@ class TmcConsumer:
     async def _poll_early(self, shop_id: str, message: TmcMessage) -> None:
         """Confirm once the shop's committed cursor is past the change: a poll delivered it."""
         self.stats.early_polls += 1
-        now = floor_second(await self.client.server_now())
-        announced = floor_second(message.pub_time) if message.pub_time is not None else now
+        now = await self.client.server_now()
+        announced = floor_second(message.pub_time if message.pub_time is not None else now)
         covering = announced + SECOND  # the change is at announced.xxx at the latest
         self._shops[shop_id].waiting.append((message.id, covering))
-        lag = self.fleet.syncer.lag
-        self.fleet.wake(shop_id, delay=max(0.0, (covering + lag - now).total_seconds()))
+        self._wake_for(shop_id, covering, now)
+
+    def _wake_for(self, shop_id: str, covering: datetime, now: datetime) -> None:
+        """Poll the shop once its window (ending ``lag`` behind Taobao's clock) reaches ``covering``."""
+        ready = covering + self.fleet.syncer.lag
+        self.fleet.wake(shop_id, delay=max(0.0, (ready - now).total_seconds()))
 
     async def _fetch(self, shop_id: str, tid: int, message: TmcMessage) -> None:
         """Fetch the trade with fullinfo and hand it over, unless a fetch begun after the change did."""
@@ -445,6 +449,11 @@ class TmcConsumer:
                 else:
                     still.append((message_id, covering))
             state.waiting = still
+            if still:  # this poll started too early for some: another one when they are readable
+                estimate = self.client.clock_estimate
+                clock = self.fleet.clock
+                now = from_epoch(clock.time()) if estimate is None else estimate.now(clock.monotonic())
+                self._wake_for(shop_id, min(covering for _, covering in still), now)
         heard = state.messages_since_poll > 0
         state.messages_since_poll = 0
         healthy = self._channel_ok and (heard or missed == 0)
