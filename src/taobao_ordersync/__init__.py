@@ -32,11 +32,12 @@ from taobao_ordersync.errors import (
     WindowTooDenseError,
     WindowTooLargeError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, ShopStatus
+from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, PushObserver, ShopStatus
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
 from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer
+from taobao_ordersync.tmc import PushMode, TmcConsumer, TmcMessage, TmcStats
 from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
 
 __version__ = "0.1.0"
@@ -68,6 +69,8 @@ __all__ = [
     "Order",
     "PermissionDeniedError",
     "PollPolicy",
+    "PushMode",
+    "PushObserver",
     "RateLimitedError",
     "RawResponse",
     "ResponseFormatError",
@@ -82,6 +85,9 @@ __all__ = [
     "Syncer",
     "SystemClock",
     "TaobaoOrderSyncError",
+    "TmcConsumer",
+    "TmcMessage",
+    "TmcStats",
     "TopClient",
     "Trade",
     "TradePage",

@@ -15,6 +15,13 @@ exception's type, never its text.
 Commit rule: a window is committed only after the handler returned for its last
 batch and the shop's next batch was asked for; stopping or cancelling the fleet
 commits no partial window.
+
+Push (``taobao_ordersync.tmc``): ``deliver_pushed`` hands trades a message announced
+to the same handler, one shop's deliveries never overlapping, with the same
+``(tid, modified)`` de-duplication in both directions (a version one path delivered
+is not delivered again by the other); it never touches a checkpoint. ``wake(shop,
+delay=...)`` asks for an early poll; a push observer may lengthen the interval of a
+shop whose messages prove healthy (polling then only reconciles).
 """
 
 from __future__ import annotations
@@ -23,12 +30,13 @@ import asyncio
 import heapq
 import logging
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
+from taobao_ordersync._time import floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import Clock, wait_until_set
 from taobao_ordersync.errors import (
@@ -43,11 +51,12 @@ from taobao_ordersync.errors import (
     TradeUnavailableError,
     WindowTooDenseError,
 )
-from taobao_ordersync.models import Shop
+from taobao_ordersync.models import Shop, Trade
+from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore
-from taobao_ordersync.syncer import Batch, Syncer
+from taobao_ordersync.syncer import SECOND, Batch, Syncer
 
-__all__ = ["Fleet", "FleetEvent", "PollPolicy", "ShopStatus"]
+__all__ = ["Fleet", "FleetEvent", "PollPolicy", "PushObserver", "ShopStatus"]
 
 logger = logging.getLogger("taobao_ordersync.fleet")
 
@@ -69,6 +78,18 @@ _PAUSING: Final = (
 # A listed trade fullinfo does not know yet is a replication delay between Taobao's stores.
 _TRANSIENT: Final = (WindowTooDenseError, TradeUnavailableError)
 _INVALID_TIMESTAMP: Final = 31
+#: Versions remembered per shop to keep push and polling from delivering one version twice.
+_REMEMBERED: Final = 20_000
+
+
+class PushObserver(Protocol):
+    """What a push consumer (``taobao_ordersync.tmc.TmcConsumer``) learns from the fleet's polls."""
+
+    def poll_finished(self, shop_id: str, missed: int) -> float | None:
+        """A poll of ``shop_id`` completed and committed; ``missed`` of its trades were not
+        delivered by push first. Return the interval to poll next when push is healthy for
+        the shop (polling then only reconciles), or None for the policy's interval."""
+        ...
 
 
 def typed_error(exc: BaseException) -> BaseException:
@@ -171,6 +192,11 @@ class _Entry:
     queued: bool = False
     removed: bool = False
     waiters: list[asyncio.Future[None]] = field(factory=list)
+    read_started: float = 0.0
+    early: float | None = None  # a poll starting at or after this monotonic time was asked for
+    missed: int = 0  # trades this poll delivered that push had not
+    delivering: asyncio.Lock = field(factory=asyncio.Lock)  # one handler call per shop at a time
+    delivered: dict[int, datetime] = field(factory=dict)  # tid -> newest modified handed over
 
 
 class _Stop(Exception):
@@ -225,6 +251,7 @@ class Fleet:
         self._rng = random.Random(seed)
         self._tick = 0
         self._retired: list[_Entry] = []
+        self._observer: PushObserver | None = None
 
     def __repr__(self) -> str:
         return f"Fleet({len(self._entries)} shops, concurrency={self.concurrency})"
@@ -262,15 +289,77 @@ class Fleet:
             self._wake.set()
             self._emit(FleetEvent(shop_id, "removed"))
 
-    def wake(self, shop_id: str | None = None) -> None:
-        """Poll a waiting shop (or every waiting shop) now, e.g. when a TMC message says it changed.
+    def wake(self, shop_id: str | None = None, *, delay: float = 0.0) -> None:
+        """Poll a waiting shop (or every waiting shop) ``delay`` seconds from now at the latest,
+        e.g. when a TMC message says it changed.
 
-        Shops reading, backing off or paused are left alone.
+        A shop reading now polls again after ``delay`` if this read started too early; shops
+        backing off or paused are left alone.
         """
         entries = [self._entries[shop_id]] if shop_id is not None else list(self._entries.values())
+        at = self.clock.monotonic() + max(0.0, delay)
         for entry in entries:
-            if entry.status.state == "waiting" and not entry.queued:
-                self._schedule(entry, 0.0, "due")
+            if entry.status.state in ("backing_off", "paused"):
+                continue
+            entry.early = at if entry.early is None else min(entry.early, at)
+            if entry.status.state == "waiting" and not entry.queued and entry.due > at:
+                self._schedule(entry, max(0.0, delay), "waiting")
+
+    def observe_push(self, observer: PushObserver | None) -> None:
+        """Tell ``observer`` of every completed poll (one at a time; ``TmcConsumer`` does this)."""
+        self._observer = observer
+
+    async def deliver_pushed(self, shop_id: str, trades: Sequence[Trade]) -> int:
+        """Hand trades a push message announced to the handler; never moves a checkpoint.
+
+        Versions already handed over (by polling or push) are left out; the rest go to the
+        handler as one ``Batch`` with ``phase="push"`` (its window: the seconds they were
+        modified in, ``commits=False``), never while the handler is busy with the same shop.
+        Returns how many trades the handler took. The handler's exceptions propagate (and
+        are reported as ``handler_failed``); nothing is remembered as delivered then.
+        """
+        entry = self._entries.get(shop_id)
+        if entry is None:
+            raise ConfigurationError(f"shop {shop_id!r} is not in this fleet")
+        async with entry.delivering:
+            fresh = [trade for trade in trades if not self._known(entry, trade)]
+            if not fresh:
+                return 0
+            start = floor_second(min(trade.modified for trade in fresh))
+            end = floor_second(max(trade.modified for trade in fresh)) + SECOND
+            batch = Batch(
+                shop_id=shop_id,
+                phase="push",
+                window=Window(start, end, self.syncer.types, commits=False),
+                trades=tuple(fresh),
+            )
+            try:
+                await self.handler(entry.shop, batch)
+            except Exception as exc:
+                self._emit(FleetEvent(shop_id, "handler_failed", exc))
+                raise
+            self._remember(entry, fresh)
+            entry.status.delivered += len(fresh)
+            return len(fresh)
+
+    @staticmethod
+    def _known(entry: _Entry, trade: Trade) -> bool:
+        """Whether this version (or a newer one) of the trade was handed over already."""
+        newest = entry.delivered.get(trade.tid)
+        return newest is not None and newest >= trade.modified
+
+    @staticmethod
+    def _remember(entry: _Entry, trades: Sequence[Trade]) -> None:
+        remembered = entry.delivered
+        for trade in trades:
+            newest = remembered.pop(trade.tid, None)  # re-inserted last: the dict is oldest first
+            remembered[trade.tid] = trade.modified if newest is None else max(newest, trade.modified)
+        while len(remembered) > _REMEMBERED:
+            del remembered[next(iter(remembered))]
+
+    def shop(self, shop_id: str) -> Shop:
+        """The shop as last added (with its current session)."""
+        return self._entries[shop_id].shop
 
     @property
     def shop_ids(self) -> list[str]:
@@ -383,6 +472,8 @@ class Fleet:
             entry.batches = self.syncer.batches(entry.shop)
             entry.read_generation = generation
             entry.poll_pages = self.syncer.progress(entry.shop.id).pages
+            entry.read_started = self.clock.monotonic()
+            entry.missed = 0
         taken = 0
         try:
             while taken < self.turn_batches:
@@ -397,7 +488,7 @@ class Fleet:
                         self._schedule(entry, 0.0, "due")
                     return
                 try:
-                    await self.handler(entry.shop, batch)
+                    delivered = await self._deliver_polled(entry, batch)
                 except Exception as exc:  # the handler is user code: report, back off, re-read
                     logger.exception(
                         "shop %s: handler failed; the batch will be delivered again",
@@ -405,7 +496,7 @@ class Fleet:
                     )  # fmt: skip
                     await self._fail(entry, exc, "handler_failed")
                     return
-                status.delivered += len(batch.trades)
+                status.delivered += delivered
                 taken += 1
             if entry.removed:
                 await self._drop_read(entry)
@@ -421,6 +512,17 @@ class Fleet:
                 logger.warning("shop %s: sync failed: %s", entry.shop.id, error, extra={"shop_id": entry.shop.id})
                 await self._fail(entry, error, "backing_off")
 
+    async def _deliver_polled(self, entry: _Entry, batch: Batch) -> int:
+        """Hand a polled batch over, less the versions push delivered already."""
+        async with entry.delivering:
+            fresh = tuple(trade for trade in batch.trades if not self._known(entry, trade))
+            if fresh:
+                partial = batch if len(fresh) == len(batch.trades) else evolve(batch, trades=fresh)
+                await self.handler(entry.shop, partial)
+                self._remember(entry, fresh)
+            entry.missed += len(fresh)
+            return len(fresh)
+
     def _finish_poll(self, entry: _Entry) -> None:
         entry.batches = None
         status = entry.status
@@ -430,7 +532,20 @@ class Fleet:
         status.last_error = None
         status.error = None
         status.interval = entry.policy.next_interval(status.interval or entry.policy.min_interval, pages)
-        self._schedule(entry, self._jittered(status.interval, entry.policy), "waiting")
+        delay = self._jittered(status.interval, entry.policy)
+        if entry.early is not None and entry.read_started >= entry.early:
+            entry.early = None  # this poll started late enough to read what the wake was for
+        if self._observer is not None:
+            try:
+                relaxed = self._observer.poll_finished(entry.shop.id, entry.missed)
+            except Exception:
+                logger.exception("push observer failed after a poll of %s", entry.shop.id)
+                relaxed = None
+            if relaxed is not None:
+                delay = max(delay, self._jittered(relaxed, entry.policy))
+        if entry.early is not None:  # a wake this poll started too early for (or one during it)
+            delay = min(delay, max(0.0, entry.early - self.clock.monotonic()))
+        self._schedule(entry, delay, "waiting")
         self._emit(FleetEvent(entry.shop.id, "synced"))
         self._release(entry, None, polled=True)
 

@@ -59,7 +59,7 @@ DETAIL_RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0)
 #: Reads of a dense second whose ties move, at the least, before giving up for now.
 _MIN_PROOF_PASSES: Final = 16
 
-Phase = Literal["backfill", "increments"]
+Phase = Literal["backfill", "increments", "push"]  # "push": handed over by a Fleet for a TMC message
 logger = logging.getLogger("taobao_ordersync.syncer")
 
 

@@ -5,7 +5,18 @@ Nothing in the library imports this package; it imports the library.
 
 from taobao_ordersync.testing._fakes import FakeClock
 from taobao_ordersync.testing._shop import ShopProfile
+from taobao_ordersync.testing._tmc import TmcChange, TmcChaos
 from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
 from taobao_ordersync.testing.naive import Collector, NaiveSyncer
 
-__all__ = ["Chaos", "Collector", "Emulator", "FakeClock", "NaiveSyncer", "ShopProfile", "VerifyReport"]
+__all__ = [
+    "Chaos",
+    "Collector",
+    "Emulator",
+    "FakeClock",
+    "NaiveSyncer",
+    "ShopProfile",
+    "TmcChange",
+    "TmcChaos",
+    "VerifyReport",
+]

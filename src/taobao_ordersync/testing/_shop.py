@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -117,6 +117,8 @@ class ShopState:
     session_valid: bool = True
     generation: int = 0
     visible_by: datetime | None = None  # when every version so far is visible to list calls
+    # Told of every new version (the emulator's TMC publishes a message for it).
+    on_version: Callable[[ShopState, TradeRecord, Version], None] | None = None
     _seq: int = 0
     _tid_base: int = 0
 
@@ -130,6 +132,8 @@ class ShopState:
         self.generation += 1
         if self.visible_by is None or version.visible_at > self.visible_by:
             self.visible_by = version.visible_at
+        if self.on_version is not None:
+            self.on_version(self, record, version)
 
     def modified_between(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int, int]]:
         lo = bisect_left(self.by_modified, (start, -1, -1))

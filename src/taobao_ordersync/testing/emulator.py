@@ -39,9 +39,10 @@ from taobao_ordersync.testing._shop import (
     Version,
     make_shop,
 )
+from taobao_ordersync.testing._tmc import KNOWN_TOPICS, TmcBroker, TmcChaos
 from taobao_ordersync.testing.naive import Collector
 
-__all__ = ["Chaos", "Emulator", "ShopProfile", "VerifyReport"]
+__all__ = ["Chaos", "Emulator", "ShopProfile", "TmcChaos", "VerifyReport"]
 
 HORIZON: Final = _wire.HORIZON
 MAX_SPAN: Final = _wire.MAX_INCREMENT_SPAN
@@ -52,9 +53,13 @@ _RATE_STATUSES: Final = frozenset(
     {"RATE_UNBUYER", "RATE_UNSELLER", "RATE_BUYER_UNSELLER", "RATE_UNBUYER_SELLER", "RATE_BUYER_SELLER"}
 )
 _UNRATED: Final = frozenset({"RATE_UNBUYER", "RATE_UNSELLER"})  # neither side has rated
+_TMC_APP_METHODS: Final = frozenset({"taobao.tmc.messages.consume", "taobao.tmc.messages.confirm"})
 _METHODS: Final = frozenset(
     {"taobao.time.get", "taobao.trades.sold.get", "taobao.trades.sold.increment.get", "taobao.trade.fullinfo.get"}
+    | {"taobao.tmc.user.permit"}
+    | _TMC_APP_METHODS
 )
+_MAX_CONFIRM: Final = 200
 
 
 @frozen(kw_only=True)
@@ -157,6 +162,7 @@ class Emulator:
         clock_offset: seconds the emulator's clock is ahead of this machine's (negative: behind).
         visibility_lag: max seconds before a change shows in list results (uniform 0..max).
         chaos: fault injection.
+        tmc: how the TMC message channel misbehaves (``emu.tmc`` is its broker and ground truth).
         port: 0 picks a free port.
     """
 
@@ -171,6 +177,7 @@ class Emulator:
         clock_offset: float = 0.0,
         visibility_lag: float = 0.0,
         chaos: Chaos | None = None,
+        tmc: TmcChaos | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -198,6 +205,7 @@ class Emulator:
         self._runner: web.AppRunner | None = None
         self._request_no = 0
         self._unknown_to_fullinfo: dict[int, int] = {}
+        self.tmc = TmcBroker(chaos=tmc, seed=seed)
         for index in range(1, shops + 1):
             self.add_shop(index)
 
@@ -253,6 +261,7 @@ class Emulator:
         now = self.now().replace(microsecond=0)
         shop.next_creation = now - timedelta(days=shop.profile.history_days)
         self._simulator.run(shop, now)
+        shop.on_version = self.tmc.published  # a message for every change of a permitted seller
         self._shops[shop.id] = shop
         self._by_session[shop.session] = shop
         return shop
@@ -456,11 +465,16 @@ class Emulator:
         self._throttle()
         if method == "taobao.time.get":
             return {"time": format_time(now)}
+        if method in _TMC_APP_METHODS:  # app-level: no session
+            self.catch_up()  # every change due by now is published
+            return self._tmc_call(method, params, now)
         shop = self._session_shop(params)
         self.calls_by_shop[(shop.id, method)] += 1
         self.catch_up(shop)
         if method == "taobao.trade.fullinfo.get":
             return self._fullinfo(shop, params, now)
+        if method == "taobao.tmc.user.permit":
+            return self._tmc_permit(shop, params)
         return self._list(shop, method, params, now)
 
     def _check_timestamp(self, raw: str | None, now: datetime) -> None:
@@ -567,6 +581,36 @@ class Emulator:
                 orders = [{k: v for k, v in order.items() if k in order_fields} for order in orders]
             shown["orders"] = orders
         return shown
+
+    def _tmc_permit(self, shop: ShopState, params: dict[str, str]) -> dict[str, Any]:
+        raw = params.get("topics")
+        topics = None
+        if raw:
+            topics = [name.strip() for name in raw.split(",") if name.strip()]
+            if len(topics) > 100:
+                raise _bad_param("topics", "at most 100 topics")
+            unknown = sorted(set(topics) - KNOWN_TOPICS)
+            if unknown:
+                raise _bad_param("topics", f"unknown topic {unknown[0]}")
+        self.tmc.permit(shop, topics)
+        return {"is_success": True}
+
+    def _tmc_call(self, method: str, params: dict[str, str], now: datetime) -> dict[str, Any]:
+        group = params.get("group_name") or "default"
+        if method == "taobao.tmc.messages.consume":
+            quantity = self._int(params, "quantity", 100, 10, 200)
+            messages = self.tmc.consume(group, quantity, now)
+            return {"messages": messages} if messages else {}  # TOP omits empty lists
+        raw = params.get("s_message_ids")
+        if not raw or not raw.strip():
+            raise _Refusal(40, "Missing Required Arguments:s_message_ids")
+        ids = [part.strip() for part in raw.split(",") if part.strip()]
+        if not all(part.isdigit() for part in ids):
+            raise _Refusal(41, "Invalid Arguments:s_message_ids")
+        if len(ids) > _MAX_CONFIRM:
+            raise _bad_param("s_message_ids", f"at most {_MAX_CONFIRM} message ids per call")
+        self.tmc.confirm(group, (int(part) for part in ids))
+        return {"is_success": True}
 
     def _fullinfo(self, shop: ShopState, params: dict[str, str], now: datetime) -> dict[str, Any]:
         fields = self._fields(params)

@@ -1,0 +1,168 @@
+"""Push and poll: TMC messages for freshness, the fleet's polling as the proof."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from tests.conftest import client_for
+
+from taobao_ordersync import Batch, Fleet, MemoryStore, PollPolicy, Shop, TmcConsumer
+from taobao_ordersync._time import floor_second
+from taobao_ordersync.testing import Collector, Emulator, ShopProfile, TmcChaos
+
+RARE = PollPolicy(min_interval=3600, max_interval=3600, min_backoff=0.2, max_backoff=1.0, jitter=0.0)
+FAST = PollPolicy(min_interval=1.0, max_interval=2.0, min_backoff=0.2, max_backoff=1.0, jitter=0.1)
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts its saves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    async def save(self, shop_id: str, data: str, *, expected_revision: Any) -> Any:
+        self.saves += 1
+        return await super().save(shop_id, data, expected_revision=expected_revision)
+
+
+class Recorder:
+    """The app's handler: a collector per shop, the phase of each delivery, when it arrived."""
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.collectors: dict[str, Collector] = defaultdict(Collector)
+        self.arrivals: dict[int, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+
+    async def __call__(self, shop: Shop, batch: Batch) -> None:
+        now = self.emu.now()
+        for trade in batch.trades:
+            self.collectors[shop.id].add(trade)
+            self.arrivals[trade.tid].append((trade.modified, now, batch.phase))
+
+    def freshness(self, since: datetime, shops: set[str] | None = None) -> list[float]:
+        """Seconds from each change after ``since`` to the first delivery at least that new."""
+        ages = []
+        for change in self.emu.tmc.changes:
+            if change.modified < since or (shops is not None and change.shop_id not in shops):
+                continue
+            shown = floor_second(change.modified)
+            times = [at for modified, at, _ in self.arrivals.get(change.tid, []) if modified >= shown]
+            if times:
+                ages.append(max(0.0, (min(times) - change.modified).total_seconds()))
+        return ages
+
+
+async def _until(condition: Callable[[], bool], seconds: float) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def _running(fleet: Fleet, consumer: TmcConsumer, body: Callable[[], Awaitable[None]]) -> None:
+    tasks = [asyncio.create_task(fleet.run()), asyncio.create_task(consumer.run())]
+    try:
+        await body()
+    finally:
+        consumer.stop()
+        fleet.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def test_push_is_fresh_and_never_moves_a_checkpoint(make_emulator: Any) -> None:
+    """Changes reach the handler by fullinfo within seconds, while no checkpoint is saved.
+
+    Polling is made rare (an hour), so every delivery after the first sync is push; the store
+    must see no save and the committed cursor must not move. Messages are confirmed once handed over.
+    """
+    async with make_emulator(shops=2, seed=11, profile=ShopProfile(orders_per_day=40, history_days=1)) as emu:
+        recorder = Recorder(emu)
+        store = CountingStore()
+        async with client_for(emu, clock_refresh=0) as client:
+            for state in emu.shops:
+                await client.call("taobao.tmc.user.permit", {}, session=state.session)
+            fleet = Fleet(client, store=store, handler=recorder, policy=RARE, lag=2)
+            for state in emu.shops:
+                fleet.add(Shop(id=state.id, session=state.session))
+            consumer = TmcConsumer(fleet, shop_for={s.nick: s.id for s in emu.shops}, mode="fullinfo", idle_wait=0.05)
+
+            async def body() -> None:
+                await asyncio.wait_for(asyncio.gather(fleet.polled("shop-1"), fleet.polled("shop-2")), 20)
+                saves = store.saves
+                cursors = {s.id: (await fleet.syncer.checkpoint(s.id)) for s in emu.shops}
+                started = floor_second(emu.now())
+                emu.flash_sale("shop-1", 5, seconds=1, start=started)
+                for tid in list(emu.shop("shop-2").trades)[-3:]:
+                    emu.modify("shop-2", tid)
+                await _until(lambda: emu.tmc.confirmed >= 8 and consumer.pending == 0, 10)
+                assert saves == store.saves  # push saved nothing
+                assert cursors == {s.id: (await fleet.syncer.checkpoint(s.id)) for s in emu.shops}
+                ages = recorder.freshness(started)
+                assert len(ages) >= 8, ages
+                assert max(ages) < 3.0, ages
+
+            await _running(fleet, consumer, body)
+    assert consumer.stats.fetched >= 8
+    phases = {phase for arrivals in recorder.arrivals.values() for _, _, phase in arrivals}
+    assert "push" in phases
+
+
+async def test_lost_zero_under_message_chaos_and_a_flood(make_emulator: Any) -> None:
+    """5% of messages never published, duplicates, reordering, redelivery, delays and a flash sale
+    over the push budget: lost = 0, no version delivered twice, the flood became early polls,
+    and freshness stays within seconds for the quiet shops."""
+    chaos = TmcChaos(
+        drop_rate=0.05, duplicate_rate=0.2, redeliver_rate=0.2, reorder=True, max_delay=0.5, redeliver_after=2
+    )
+    busy = ShopProfile(orders_per_day=86_400 / 2, history_days=0.02)
+    async with make_emulator(shops=3, seed=12, profile=busy, tmc=chaos) as emu:
+        recorder = Recorder(emu)
+        async with client_for(emu, clock_refresh=0) as client:
+            for state in emu.shops:
+                await client.call("taobao.tmc.user.permit", {}, session=state.session)
+            fleet = Fleet(client, store=MemoryStore(), handler=recorder, policy=FAST, lag=2)
+            for state in emu.shops:
+                fleet.add(Shop(id=state.id, session=state.session))
+            consumer = TmcConsumer(
+                fleet, shop_for={s.nick: s.id for s in emu.shops}, push_rate=20, idle_wait=0.05, reconcile_interval=3
+            )
+
+            async def body() -> None:
+                await asyncio.wait_for(asyncio.gather(*(fleet.polled(s.id) for s in emu.shops)), 20)
+                started = emu.now()
+                flood_at = asyncio.get_running_loop().time()
+                emu.flash_sale("shop-1", 300, seconds=2)
+                await asyncio.sleep(5)
+                elapsed = asyncio.get_running_loop().time() - flood_at
+                assert consumer.stats.fetched <= 20 * elapsed + 21  # the budget held
+                emu.pause_activity()
+                await asyncio.sleep(3)  # the last messages
+                for _ in range(2):
+                    fleet.wake()
+                    await asyncio.wait_for(asyncio.gather(*(fleet.polled(s.id) for s in emu.shops)), 20)
+                for label, shops in (("flooded shop", {"shop-1"}), ("quiet shops", {"shop-2", "shop-3"})):
+                    ages = recorder.freshness(started, shops)
+                    print(
+                        f"{label}: freshness over {len(ages)} changes: p50 {statistics.median(ages):.2f} s, "
+                        f"p99 {statistics.quantiles(ages, n=100)[98]:.2f} s"
+                    )
+                print(consumer.stats)
+
+            await _running(fleet, consumer, body)
+    for state in emu.shops:
+        checkpoint = await fleet.syncer.checkpoint(state.id)
+        assert checkpoint is not None
+        report = emu.verify_sync(checkpoint, recorder.collectors[state.id])
+        assert 0 == report.lost, (state.id, report)
+        assert 0 == report.duplicates, (state.id, report)  # push and polling never repeat a version
+    assert consumer.stats.early_polls > 0  # the flood beyond the budget
+    assert consumer.stats.pushed > 0
+    assert consumer.stats.coalesced > 0  # duplicates and redeliveries cost no call
+    assert sum(not change.published for change in emu.tmc.changes) > 0
