@@ -78,8 +78,9 @@ _PAUSING: Final = (
 # A listed trade fullinfo does not know yet is a replication delay between Taobao's stores.
 _TRANSIENT: Final = (WindowTooDenseError, TradeUnavailableError)
 _INVALID_TIMESTAMP: Final = 31
-#: Versions remembered per shop to keep push and polling from delivering one version twice.
-_REMEMBERED: Final = 20_000
+#: Versions remembered per shop, only while push is on, to keep push and polling from delivering
+#: one version twice (a fleet without push remembers nothing: memory per shop stays small).
+_REMEMBERED: Final = 5_000
 
 
 class PushObserver(Protocol):
@@ -519,7 +520,8 @@ class Fleet:
             if fresh:
                 partial = batch if len(fresh) == len(batch.trades) else evolve(batch, trades=fresh)
                 await self.handler(entry.shop, partial)
-                self._remember(entry, fresh)
+                if self._observer is not None:
+                    self._remember(entry, fresh)
             entry.missed += len(fresh)
             return len(fresh)
 
