@@ -284,6 +284,8 @@ class Fleet:
         entry = self._entries.pop(shop_id, None)
         if entry is not None:
             entry.removed = True
+            if entry.batches is None:
+                self.syncer.forget(shop_id)  # else once its open read is closed
             self._release(entry, None)
             entry.generation += 1
             self._retired.append(entry)  # its open read is closed by the scheduler, not left to GC
@@ -594,6 +596,8 @@ class Fleet:
         batches, entry.batches = entry.batches, None
         if batches is not None:
             await batches.aclose()
+        if entry.removed:
+            self.syncer.forget(entry.shop.id)  # nothing kept per shop outlives its place in the fleet
 
     def _emit(self, event: FleetEvent) -> None:
         if self.on_event is not None:

@@ -54,6 +54,8 @@ HORIZON_MARGIN: Final = timedelta(minutes=10)
 BACKFILL_MARGIN: Final = timedelta(hours=1)
 MAX_INCREMENT_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 SECOND: Final = timedelta(seconds=1)
+#: Listed trades fullinfo did not know that ``ShopProgress.missing`` keeps (the newest tids).
+MAX_MISSING_SHOWN: Final = 1000
 #: Pauses before asking fullinfo again for a listed trade it does not know yet.
 DETAIL_RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0)
 #: Reads of a dense second whose ties move, at the least, before giving up for now.
@@ -83,8 +85,8 @@ class ShopProgress:
 
     Counters are since this ``Syncer`` was created: ``splits`` counts windows cut because
     they were too big, ``tie_rereads`` seconds read again because a trade of theirs showed
-    on two pages (ties that may have moved), ``missing`` the listed trades fullinfo did not
-    know (their window was not committed).
+    on two pages (ties that may have moved), ``missing`` the listed trades fullinfo does not
+    know yet (their window was not committed; a tid leaves the list once it is fetched).
     """
 
     shop_id: str
@@ -230,6 +232,10 @@ class Syncer:
         """The shop's committed position, or None before its first sync."""
         stored = await self.store.load(shop_id)
         return None if stored is None else Checkpoint.from_json(stored.data, shop_id=shop_id)
+
+    def forget(self, shop_id: str) -> ShopProgress | None:
+        """Drop a shop's progress (a fleet stopped syncing it); returns what it was, if any."""
+        return self._progress.pop(shop_id, None)
 
     def progress(self, shop_id: str) -> ShopProgress:
         """The live progress of a shop (created on first use)."""
@@ -622,8 +628,10 @@ class Syncer:
                 tasks = [group.create_task(fetch(trade)) for trade in listed]
         except BaseExceptionGroup as failures:
             raise _first_error(failures) from None  # callers get our typed error, not a group
+        fetched = {trade.tid for trade in listed} - set(unknown)
+        # Only the trades still unknown, and a bounded number of them: this lives as long as the Syncer.
+        progress.missing = sorted({*progress.missing, *unknown} - fetched)[-MAX_MISSING_SHOWN:]
         if unknown:
-            progress.missing = sorted({*progress.missing, *unknown})
             raise TradeUnavailableError(shop.id, sorted(unknown))
         return [trade for task in tasks if (trade := task.result()) is not None]
 

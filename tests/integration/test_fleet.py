@@ -250,6 +250,8 @@ async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:
     assert reads["shop-1"] >= kept_at + 3
     assert removed_at == reads["shop-2"]
     assert ["shop-1"] == fleet.shop_ids
+    assert fleet.syncer.forget("shop-2") is None  # nothing per shop outlives its place in the fleet
+    assert fleet.syncer.forget("shop-1") is not None
 
 
 # -- failures on the fleet's own (fake) clock: no emulator, each read raises the next scripted error ----
