@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from attrs import define, evolve, field, frozen
 
@@ -45,6 +45,9 @@ from taobao_ordersync.models import Shop, Trade, TradePage
 from taobao_ordersync.planner import Window, second_within, split, tile
 from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
 
+if TYPE_CHECKING:
+    from taobao_ordersync.audit import AuditProgress, AuditReport, TradeLedger
+
 __all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
 
 HORIZON: Final = _wire.HORIZON
@@ -56,10 +59,12 @@ MAX_INCREMENT_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 SECOND: Final = timedelta(seconds=1)
 #: Pauses before asking fullinfo again for a listed trade it does not know yet.
 DETAIL_RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0)
+#: Default time an audit gives the application's sync to deliver a change (``Syncer.audit(settle=)``).
+DEFAULT_SETTLE: Final = timedelta(minutes=15)
 #: Reads of a dense second whose ties move, at the least, before giving up for now.
 _MIN_PROOF_PASSES: Final = 16
 
-Phase = Literal["backfill", "increments"]
+Phase = Literal["backfill", "increments", "repair"]  # "repair": trades an audit re-delivers
 logger = logging.getLogger("taobao_ordersync.syncer")
 
 
@@ -224,6 +229,45 @@ class Syncer:
         """The shop's committed position, or None before its first sync."""
         stored = await self.store.load(shop_id)
         return None if stored is None else Checkpoint.from_json(stored.data, shop_id=shop_id)
+
+    async def audit(
+        self,
+        shop: Shop,
+        ledger: TradeLedger,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        settle: float | timedelta = DEFAULT_SETTLE,
+        repair: Callable[[Shop, Batch], Awaitable[None]] | None = None,
+        deep: float | timedelta | None = None,
+        on_progress: Callable[[AuditProgress], None] | None = None,
+    ) -> AuditReport:
+        """Check that ``ledger`` (what the application holds) has every trade Taobao has for ``shop``.
+
+        Counts trades per slot of creation time on both sides, coarse first, and narrows
+        only where they disagree, down to slots listed tid by tid (see the audit guide).
+
+        Args:
+            shop: the shop.
+            ledger: the application's trades (a ``TradeLedger``).
+            start, end: the range of creation time (default: Taobao's 3-month horizon, less
+                an hour, up to ``now - settle``).
+            settle: how long the application's sync needs to deliver a change (default 15
+                minutes): changes newer than that are ``in_flight``, not losses.
+            repair: a handler ``(shop, batch)`` (a ``Fleet`` handler): missing and stale
+                trades are handed to it in their newest version (batches of phase
+                ``"repair"``, at least once), then checked and re-counted.
+            deep: also read every trade modified in this last span (seconds or timedelta,
+                at most the horizon) with increment windows and compare versions: finds old
+                versions and the missing trades equal counts hide. Costs about one call per
+                ``page_size`` changes in the span, plus one per day.
+            on_progress: called with an ``AuditProgress`` after every slot.
+        """
+        from taobao_ordersync.audit import run_audit
+
+        return await run_audit(
+            self, shop, ledger, start=start, end=end, settle=settle, repair=repair, deep=deep, on_progress=on_progress
+        )
 
     def progress(self, shop_id: str) -> ShopProgress:
         """The live progress of a shop (created on first use)."""

@@ -4,8 +4,9 @@ Nothing in the library imports this package; it imports the library.
 """
 
 from taobao_ordersync.testing._fakes import FakeClock
+from taobao_ordersync.testing._ledger import MemoryLedger
 from taobao_ordersync.testing._shop import ShopProfile
 from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
 from taobao_ordersync.testing.naive import Collector, NaiveSyncer
 
-__all__ = ["Chaos", "Collector", "Emulator", "FakeClock", "NaiveSyncer", "ShopProfile", "VerifyReport"]
+__all__ = ["Chaos", "Collector", "Emulator", "FakeClock", "MemoryLedger", "NaiveSyncer", "ShopProfile", "VerifyReport"]
