@@ -250,8 +250,8 @@ class Syncer:
         Args:
             shop: the shop.
             ledger: the application's trades (a ``TradeLedger``).
-            start, end: the range of creation time (default: Taobao's 3-month horizon, less
-                an hour, up to ``now - settle``).
+            start: the oldest creation time audited (default: Taobao's 3-month horizon, less an hour).
+            end: the newest creation time audited (default and latest: ``now - settle``).
             settle: how long the application's sync needs to deliver a change (default 15
                 minutes): changes newer than that are ``in_flight``, not losses.
             repair: a handler ``(shop, batch)`` (a ``Fleet`` handler): missing and stale
