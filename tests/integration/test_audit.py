@@ -276,3 +276,25 @@ async def test_audit_many_reports_each_shop_and_isolates_failures() -> None:
     assert isinstance(first, AuditReport) and first.clean
     assert isinstance(second, AuthenticationError)
     assert isinstance(third, AuditReport) and third.clean
+
+
+async def test_a_trade_written_during_the_audit_is_rechecked_not_reported() -> None:
+    """The application's sync writes a trade after the audit listed its slot: the re-check sees it."""
+    profile = ShopProfile(orders_per_day=20, history_days=5)
+    async with synced(profile, seed=101) as (_emu, _client, syncer, ledger):
+        rows = ledger.rows[SHOP.id]
+        late = min(rows, key=lambda tid: rows[tid][0])
+        held = rows.pop(late)
+
+        class WrittenMeanwhile(MemoryLedger):
+            async def list_created(self, shop_id: str, start: datetime, end: datetime) -> dict[int, datetime]:
+                listed = await ledger.list_created(shop_id, start, end)
+                if start <= held[0] < end:
+                    rows[late] = held  # the sync's write lands just after the audit listed its slot
+                return listed
+
+        racing = WrittenMeanwhile()
+        racing.rows = ledger.rows
+        report = await syncer.audit(SHOP, racing)
+
+    assert late in rows and report.clean, report
