@@ -2,7 +2,8 @@
 
 Commands: ``demo`` (a verified sync of a realistic shop on the emulator),
 ``emulator`` (serve the TOP emulator), ``sync`` (sync one real shop to NDJSON or
-a SQLite table), ``worker`` (one of many processes sharing shops through
+a SQLite table), ``audit`` (check, and repair, what ``sync --out`` holds against
+Taobao), ``worker`` (one of many processes sharing shops through
 PostgreSQL), ``shops`` (the PostgreSQL registry), ``status`` (each shop's
 checkpoint, and with PostgreSQL its owner and lease). User errors end with one
 line on stderr and a distinct exit code, never a traceback.
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from taobao_ordersync import __version__
+from taobao_ordersync.audit import AuditProgress
 from taobao_ordersync.client import DEFAULT_URL, TopClient
 from taobao_ordersync.errors import (
     ApiError,
@@ -62,6 +64,8 @@ LIMITED: Final = 8  # Taobao throttled the app for longer than we wait
 SYNC: Final = 9  # the sync refused to risk a loss (expired checkpoint, dense second)
 API: Final = 10  # any other TOP error
 HEARTBEAT: Final = 11  # worker: no heartbeat (PostgreSQL unreachable or refusing it) for --give-up-after seconds
+AUDIT_LOST: Final = 12  # audit: trades were missing or stale in the SQLite file (even if --repair fixed them)
+AUDIT_EXTRA: Final = 13  # audit: nothing lost, but the file holds trades Taobao does not list
 INTERRUPTED: Final = 130
 
 ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
@@ -101,6 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--interval", type=float, default=300.0, help="seconds between polls with --follow")
     sync.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
     sync.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+
+    audit = commands.add_parser(
+        "audit", help="check that a `sync --out` SQLite file holds every trade Taobao has (and --repair it)"
+    )
+    _credentials(audit)
+    audit.add_argument("--session", help=f"the seller's session key (or ${ENV_SESSION})")
+    audit.add_argument("--shop-id", help="the shop to audit (with --session)")
+    audit.add_argument(
+        "--sessions", type=Path, help="JSON file {shop_id: session key}: audit every shop in it (--out with {shop})"
+    )
+    audit.add_argument(
+        "--out", required=True, help="the SQLite file `sync --out` writes; '{shop}' in it is replaced by the shop id"
+    )
+    audit.add_argument("--days", type=float, help="audit trades created in the last DAYS days (default: all 90)")
+    audit.add_argument(
+        "--settle", type=float, default=900.0, help="seconds your sync needs to deliver a change (default 900)"
+    )
+    audit.add_argument("--repair", action="store_true", help="upsert missing and stale trades into --out")
+    audit.add_argument(
+        "--deep", type=float, metavar="DAYS", help="also compare versions of trades modified in the last DAYS days"
+    )
+    audit.add_argument("--json", metavar="PATH", help="write the JSON report here ('-': stdout, instead of the table)")
+    audit.add_argument("--rate", type=float, default=10.0, help="the app's calls per second (default 10)")
+    audit.add_argument("--concurrency", type=_positive_int, default=4, help="shops audited at once (default 4)")
 
     worker = commands.add_parser(
         "worker", help="sync this process's share of the shops registered in PostgreSQL, until interrupted"
@@ -173,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "emulator": _emulator,
         "sync": _sync,
+        "audit": _audit,
         "status": _status,
         "worker": _worker,
         "shops": _shops,
@@ -289,6 +318,136 @@ async def _sync(args: argparse.Namespace) -> int:
                 if not args.follow:
                     return OK
                 await asyncio.sleep(args.interval)
+
+
+def _audit_shops(args: argparse.Namespace) -> list[Shop]:
+    if args.sessions is not None:
+        if args.shop_id or args.session:
+            raise ConfigurationError("pass either --sessions or --shop-id/--session, not both")
+        if "{shop}" not in args.out:
+            raise ConfigurationError("with --sessions, --out must contain {shop} (one SQLite file per shop)")
+        sessions = _SessionFile(args.sessions)
+        return [Shop(id=shop_id, session=session) for shop_id, session in sorted(sessions._sessions.items())]
+    if not args.shop_id:
+        raise ConfigurationError("missing shop: pass --shop-id (and --session) or --sessions")
+    return [Shop(id=args.shop_id, session=_require(args.session, ENV_SESSION, "session"))]
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    from taobao_ordersync.audit import AuditReport, audit_many
+    from taobao_ordersync.ledgers import SqliteLedger
+    from taobao_ordersync.syncer import Batch
+
+    app_key = _require(args.app_key, ENV_KEY, "app key")
+    secret = _require(args.app_secret, ENV_SECRET, "app secret")
+    if not args.rate > 0 or args.settle < 0 or (args.days is not None and not args.days > 0):
+        raise ConfigurationError("--rate and --days must be > 0, --settle >= 0")
+    if args.deep is not None and not 0 < args.deep <= 90:
+        raise ConfigurationError("--deep must be 0 < DAYS <= 90")
+    shops = _audit_shops(args)
+    paths = {shop.id: Path(args.out.replace("{shop}", shop.id)) for shop in shops}
+    ledgers = {shop.id: SqliteLedger(paths[shop.id]) for shop in shops}  # a missing file: one line, exit 3
+    sinks: dict[str, _SqliteSink] = {}
+
+    async def repair(shop: Shop, batch: Batch) -> None:
+        sink = sinks.get(shop.id) or sinks.setdefault(shop.id, _SqliteSink(paths[shop.id]))
+        await asyncio.to_thread(sink.write, batch.trades)
+
+    progress = _AuditProgressLine(sys.stderr)
+    options: dict[str, Any] = {"settle": args.settle, "on_progress": progress}
+    if args.repair:
+        options["repair"] = repair
+    if args.deep is not None:
+        options["deep"] = timedelta(days=args.deep)
+    try:
+        async with TopClient(app_key, secret, url=args.url, rate=args.rate) as client:
+            syncer = Syncer(client, store=_NoCheckpoints())
+            if args.days is not None:
+                options["start"] = await client.server_now() - timedelta(days=args.days)
+            results = await audit_many(
+                syncer, [(shop, ledgers[shop.id]) for shop in shops], concurrency=args.concurrency, **options
+            )
+    finally:
+        for sink in sinks.values():
+            sink.close()
+    reports = [r for r in results if isinstance(r, AuditReport)]
+    failures = [(shop, r) for shop, r in zip(shops, results, strict=True) if not isinstance(r, AuditReport)]
+    if args.json is not None:
+        document = {
+            "shops": [
+                r.as_dict() if isinstance(r, AuditReport) else {"shop_id": shop.id, "error": str(r)}
+                for shop, r in zip(shops, results, strict=True)
+            ]
+        }
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            try:
+                await asyncio.to_thread(Path(args.json).write_text, text, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigurationError(f"--json {args.json}: {exc.strerror}") from exc
+    if args.json != "-":
+        _print_audit_table(reports, repair=args.repair)
+    for shop, error in failures:
+        print(f"taobao-ordersync: error: shop {shop.id}: {error}", file=sys.stderr)
+    if failures:
+        error = failures[0][1]
+        if isinstance(error, TaobaoOrderSyncError):
+            return _classify(error)[0]
+        raise error
+    if any(r.lost for r in reports):
+        return AUDIT_LOST
+    if any(r.extra for r in reports):
+        return AUDIT_EXTRA
+    return OK
+
+
+class _NoCheckpoints:
+    """An audit reads no checkpoint; a ``Syncer`` wants a store all the same."""
+
+    async def load(self, shop_id: str) -> None:
+        return None
+
+    async def save(self, shop_id: str, data: str, *, expected_revision: int | None) -> int:
+        raise ConfigurationError("an audit saves no checkpoint")
+
+
+def _print_audit_table(reports: Sequence[Any], *, repair: bool) -> None:
+    print(f"{'shop':<20} {'slots':>6} {'calls':>6} {'missing':>8} {'stale':>6} {'extra':>6} {'in flight':>9} "
+          f"{'repaired':>8}  range (created, CST)")  # fmt: skip
+    for r in reports:
+        repaired = str(len(r.repaired)) if repair else "-"
+        print(
+            f"{r.shop_id:<20} {r.slots:>6} {r.calls:>6} {len(r.missing):>8} {len(r.stale):>6} {len(r.extra):>6} "
+            f"{len(r.in_flight):>9} {repaired:>8}  {r.start:%Y-%m-%d %H:%M:%S} .. {r.until:%Y-%m-%d %H:%M:%S}"
+        )
+        for label, tids in (("missing", r.missing), ("stale", r.stale), ("extra", r.extra)):
+            if tids:
+                shown = " ".join(str(tid) for tid in tids[:20])
+                more = f" (+{len(tids) - 20} more: see --json)" if len(tids) > 20 else ""
+                print(f"  {label}: {shown}{more}")
+
+
+class _AuditProgressLine:
+    """A progress line on stderr at most every few seconds during long audits."""
+
+    def __init__(self, stream: TextIO, every: float = 5.0) -> None:
+        self._stream = stream
+        self._every = every
+        self._last = time.monotonic()
+
+    def __call__(self, progress: AuditProgress) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        print(
+            f"{progress.shop_id}: audit {progress.phase}, {progress.slots} slots, {progress.pending} to go, "
+            f"{progress.calls} calls, {progress.missing} missing, {progress.stale} stale",
+            file=self._stream,
+            flush=True,
+        )
 
 
 async def _status(args: argparse.Namespace) -> int:

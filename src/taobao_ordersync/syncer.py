@@ -19,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from attrs import define, evolve, field, frozen
 
@@ -45,6 +45,9 @@ from taobao_ordersync.models import Shop, Trade, TradePage
 from taobao_ordersync.planner import Window, second_within, split, tile
 from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
 
+if TYPE_CHECKING:
+    from taobao_ordersync.audit import AuditProgress, AuditReport, TradeLedger
+
 __all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
 
 HORIZON: Final = _wire.HORIZON
@@ -58,10 +61,14 @@ SECOND: Final = timedelta(seconds=1)
 MAX_MISSING_SHOWN: Final = 1000
 #: Pauses before asking fullinfo again for a listed trade it does not know yet.
 DETAIL_RETRY_DELAYS: tuple[float, ...] = (1.0, 4.0)
+#: Default time an audit gives the application's sync to deliver a change (``Syncer.audit(settle=)``).
+DEFAULT_SETTLE: Final = timedelta(minutes=15)
 #: Reads of a dense second whose ties move, at the least, before giving up for now.
 _MIN_PROOF_PASSES: Final = 16
 
-Phase = Literal["backfill", "increments", "push"]  # "push": handed over by a Fleet for a TMC message
+Phase = Literal[
+    "backfill", "increments", "push", "repair"
+]  # "push": handed over by a Fleet for a TMC message; "repair": trades an audit re-delivers
 logger = logging.getLogger("taobao_ordersync.syncer")
 
 
@@ -236,6 +243,45 @@ class Syncer:
     def forget(self, shop_id: str) -> ShopProgress | None:
         """Drop a shop's progress (a fleet stopped syncing it); returns what it was, if any."""
         return self._progress.pop(shop_id, None)
+
+    async def audit(
+        self,
+        shop: Shop,
+        ledger: TradeLedger,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        settle: float | timedelta = DEFAULT_SETTLE,
+        repair: Callable[[Shop, Batch], Awaitable[None]] | None = None,
+        deep: float | timedelta | None = None,
+        on_progress: Callable[[AuditProgress], None] | None = None,
+    ) -> AuditReport:
+        """Check that ``ledger`` (what the application holds) has every trade Taobao has for ``shop``.
+
+        Counts trades per slot of creation time on both sides, coarse first, and narrows
+        only where they disagree, down to slots listed tid by tid (see the audit guide).
+
+        Args:
+            shop: the shop.
+            ledger: the application's trades (a ``TradeLedger``).
+            start: the oldest creation time audited (default: Taobao's 3-month horizon, less an hour).
+            end: the newest creation time audited (default and latest: ``now - settle``).
+            settle: how long the application's sync needs to deliver a change (default 15
+                minutes): changes newer than that are ``in_flight``, not losses.
+            repair: a handler ``(shop, batch)`` (a ``Fleet`` handler): missing and stale
+                trades are handed to it in their newest version (batches of phase
+                ``"repair"``, at least once), then checked and re-counted.
+            deep: also read every trade modified in this last span (seconds or timedelta,
+                at most the horizon) with increment windows and compare versions: finds old
+                versions and the missing trades equal counts hide. Costs about one call per
+                ``page_size`` changes in the span, plus one per day.
+            on_progress: called with an ``AuditProgress`` after every slot.
+        """
+        from taobao_ordersync.audit import run_audit
+
+        return await run_audit(
+            self, shop, ledger, start=start, end=end, settle=settle, repair=repair, deep=deep, on_progress=on_progress
+        )
 
     def progress(self, shop_id: str) -> ShopProgress:
         """The live progress of a shop (created on first use)."""

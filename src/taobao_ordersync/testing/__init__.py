@@ -4,6 +4,7 @@ Nothing in the library imports this package; it imports the library.
 """
 
 from taobao_ordersync.testing._fakes import FakeClock
+from taobao_ordersync.testing._ledger import MemoryLedger
 from taobao_ordersync.testing._shop import ShopProfile
 from taobao_ordersync.testing._tmc import TmcChange, TmcChaos
 from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
@@ -14,6 +15,7 @@ __all__ = [
     "Collector",
     "Emulator",
     "FakeClock",
+    "MemoryLedger",
     "NaiveSyncer",
     "ShopProfile",
     "TmcChange",
