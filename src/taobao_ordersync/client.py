@@ -293,13 +293,19 @@ class TopClient:
             return not is_transient(exc, oversize_is_final=oversize_is_final)
 
         def log_retry(details: Any) -> None:
-            logger.warning(
+            # Quiet: under chaos retries are routine; the failure that outlasts them is what warns.
+            logger.info(
                 "%s failed (%s), retry %d after %.2f s",
                 method,
                 details.get("exception"),
                 details["tries"],
                 details.get("wait", 0.0),
             )
+
+        def log_giveup(details: Any) -> None:
+            exc = details.get("exception")
+            if exc is not None and is_transient(exc, oversize_is_final=oversize_is_final):
+                logger.warning("%s still failing after %d tries: %s", method, details["tries"], exc)
 
         @backoff.on_exception(
             backoff.expo,
@@ -309,6 +315,7 @@ class TopClient:
             giveup=give_up,
             jitter=backoff.full_jitter,
             on_backoff=log_retry,
+            on_giveup=log_giveup,
             logger=None,
             factor=policy.base_delay,
             max_value=policy.max_delay,

@@ -683,4 +683,7 @@ class Syncer:
 
     def _notify(self, progress: ShopProgress) -> None:
         if self.on_progress is not None:
-            self.on_progress(progress)
+            try:
+                self.on_progress(progress)
+            except Exception:  # a progress display must never abort (or lose) a sync
+                logger.exception("shop %s: on_progress callback failed", progress.shop_id)

@@ -419,3 +419,21 @@ async def test_a_backfill_resumed_after_the_horizon_passed_it_narrows_its_scope(
     assert checkpoint.backfill_from > started.backfill_from
     assert checkpoint.backfill_from > started.backfilled_to
     assert 0 == report.lost, report
+
+
+async def test_a_failing_progress_callback_never_aborts_the_sync(
+    make_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """on_progress is a display: when it raises, the sync goes on and the error is logged."""
+
+    def broken(progress: Any) -> None:
+        raise RuntimeError("progress bar bug")
+
+    async with make_emulator(seed=7, profile=BUSY) as emu, client_for(emu, clock_refresh=0) as client:
+        syncer = Syncer(client, store=MemoryStore(), lag=5, on_progress=broken)
+        trades = [trade async for trade in syncer.increments(SHOP)]
+        checkpoint = await syncer.checkpoint(SHOP.id)
+
+    assert trades
+    assert checkpoint is not None and checkpoint.backfill_done
+    assert "on_progress callback failed" in caplog.text

@@ -357,3 +357,21 @@ async def test_rate_can_be_reshared_but_not_zeroed(client: TopClient) -> None:
     with pytest.raises(ConfigurationError):
         client.rate = 0
     assert 2.5 == client.rate
+
+
+async def test_retries_log_quietly_and_giving_up_warns(client: TopClient, caplog: pytest.LogCaptureFixture) -> None:
+    """Routine retries are INFO (noise under chaos); the failure that outlasts them is a WARNING."""
+    caplog.set_level(logging.INFO, logger="taobao_ordersync.client")
+    with aioresponses() as mocked:
+        for _ in range(4):
+            mocked.post(URL, status=502, body="<html>Bad Gateway</html>")
+        async with client:
+            with pytest.raises(ResponseFormatError):
+                await client.time()
+
+    retries = [r for r in caplog.records if "retry" in r.getMessage()]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 3 == len(retries)
+    assert {logging.INFO} == {r.levelno for r in retries}
+    assert 1 == len(warnings)
+    assert "still failing after 4 tries" in warnings[0].getMessage()
