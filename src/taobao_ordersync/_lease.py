@@ -18,10 +18,12 @@ from typing import Final
 
 from attrs import frozen
 
-__all__ = ["HEAVY_FACTOR", "LeaseRow", "Rebalance", "heavy_threshold", "rebalance"]
+__all__ = ["HEAVY_FACTOR", "MIN_SHARE", "LeaseRow", "Rebalance", "heavy_threshold", "rate_share", "rebalance"]
 
 # A shop is heavy when it costs this many times the mean shop (and more than nothing).
 HEAVY_FACTOR: Final = 3.0
+# A worker starts (claims, sends) only once it may have this share of its even share of the budget.
+MIN_SHARE: Final = 0.01
 
 
 @frozen
@@ -46,6 +48,18 @@ class Rebalance:
     @property
     def idle(self) -> bool:
         return not self.claim and not self.release_count
+
+
+def rate_share(budget: float, live_workers: int, others: float) -> float:
+    """The calls per second one worker may take at its heartbeat: its even share ``budget / live``,
+    but never more than the other live workers leave (``others``: the rates they reported at their
+    last heartbeat, each the most it sends). 0 means "wait": a newcomer gets its share once the
+    others have lowered theirs, and none of the budget goes unused in between (no fixed settling
+    time). Heartbeats are serialized, so the reported rates never add up to more than the budget.
+    """
+    even = budget / max(1, live_workers)
+    share = min(even, budget - others)
+    return share if share >= MIN_SHARE * even else 0.0
 
 
 def heavy_threshold(weights: Iterable[float]) -> float:

@@ -3,7 +3,9 @@
 Each worker runs a ``Fleet`` over the shops it leases. A heartbeat every
 ``lease / 3`` seconds renews its leases (with each shop's state, lag and cost
 for ``status``), counts the live workers, takes ``rate / live`` of the app's
-budget, honours the app-wide ``ban_until``, and claims or gives back shops so
+budget (no more than the others' reported rates leave, so a newcomer starts as
+soon as the others have made room, and a lone worker at once), honours the
+app-wide ``ban_until``, and claims or gives back shops so
 that every worker holds a fair share (``_lease.rebalance``). A worker that dies
 stops renewing; its shops are claimed by the others as soon as the leases run
 out. Every checkpoint commit carries the fencing token its read began under, so
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
-from taobao_ordersync._lease import LeaseRow, rebalance
+from taobao_ordersync._lease import MIN_SHARE, LeaseRow, rebalance
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import (
@@ -118,6 +120,8 @@ class Worker:
         self.budget = client.rate  # the whole app's calls per second
         self.on_event = on_event
         self.live_workers = 1
+        self.share = 0.0  # calls per second this worker may send (0 until the others have made room)
+        self._asked_for_room = False
         self._tokens: dict[str, int] = {}  # the shops held now, with their fencing tokens
         self._sessions: dict[str, str] = {}
         self._unresolved: set[str] = set()
@@ -177,12 +181,9 @@ class Worker:
         self.client.on_ban = self._ban_seen
         fleet = asyncio.create_task(self.fleet.run(), name=f"fleet {self.worker_id}")
         try:
-            # Register, then let the others see us before we take any budget or shops: by the
-            # time we claim, every live worker has re-counted and lowered its own rate.
-            await self._beat(claim=False)
-            settled = self.clock.monotonic() + self.heartbeat_every
-            while not self._stopping.is_set() and (left := settled - self.clock.monotonic()) > 0:
-                await self._sleep(left)
+            # The first heartbeat registers us; shops and budget are taken once the others' reported
+            # rates leave room (_lease.rate_share): at once when nobody else is live, else as soon as
+            # each of them has lowered its own rate at its heartbeat.
             while not self._stopping.is_set():
                 await self._beat(claim=True)
                 await self._sleep(self._next_beat_in())
@@ -213,7 +214,7 @@ class Worker:
                 host=self._host,
                 pid=os.getpid(),
                 lease=self.lease,
-                rate=self.client.rate,
+                budget=self.budget,
                 reports=self._reports(),
             )
         except CheckpointError as exc:
@@ -229,7 +230,7 @@ class Worker:
             self._failing_since = self._outcry_at = self.heartbeat_error = None
         if self._last_renewal is not None and now - self._last_renewal > self.lease:
             # Back after an outage: the others may not have re-registered yet, so the live count is
-            # low. Take no shops this beat (like the settle at start); the next beat sees them all.
+            # low. Take no shops this beat; the next beat sees them all.
             claim = False
         self._last_renewal = now
         if self._listener is None or self._listener.is_closed():
@@ -238,9 +239,15 @@ class Worker:
         for shop_id in set(self._tokens) - beat.renewed:
             self._drop(shop_id, "its lease was taken over or the shop was removed")
         self.live_workers = beat.live_workers
-        self.client.rate = self.budget / beat.live_workers
+        self.share = beat.rate
+        # Nothing to send before the others make room; a sliver keeps the client valid meanwhile.
+        self.client.rate = beat.rate or MIN_SHARE * self.budget / beat.live_workers
         self.client.hold(beat.ban_left)
-        if claim:
+        if beat.rate == 0 and not self._asked_for_room:
+            self._asked_for_room = True  # once: wake the others, so they lower their rates now
+            with contextlib.suppress(CheckpointError):
+                await self.store.nudge()
+        if claim and beat.rate > 0:
             try:
                 released = await self._release_paused()
                 await self._rebalance(beat, released)
@@ -335,9 +342,10 @@ class Worker:
     def _next_beat_in(self) -> float:
         # Wake when someone else's lease runs out, so a dead worker's shops move within one lease.
         expiry = self._next_expiry
-        if expiry is not None and 0 <= expiry < self.heartbeat_every:
+        every = self.heartbeat_every if self.share > 0 else self.heartbeat_every / 4  # waiting for room: look often
+        if expiry is not None and 0 <= expiry < every:
             return expiry + 0.05
-        return self.heartbeat_every
+        return every
 
     def _reports(self) -> list[Report]:
         now = self.clock.monotonic()

@@ -266,6 +266,43 @@ async def test_a_joining_worker_gets_its_share_within_a_lease(
         await group.verify(admin, shop_ids)
 
 
+async def test_a_lone_worker_claims_at_its_first_heartbeat(make_emulator: Any, postgres_server: LocalPostgres) -> None:
+    """Nobody else is live, so nobody has a rate to lower: the first heartbeat takes the whole
+    budget and the shops (no settling second spent idle)."""
+    async with cluster(make_emulator, postgres_server, shops=4, seed=12) as (group, admin):
+        worker = await group.start("a")
+        deadline = time.monotonic() + 10
+        while not any(owner == "a" for owner in (await owners(admin)).values()):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert 1 == worker.heartbeats
+        assert 400.0 == worker.client.rate
+
+
+@pytest.mark.every_postgres
+async def test_the_rates_workers_report_never_add_up_to_more_than_the_budget(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """Three workers join one after the other: each starts on what the others have left, so the
+    rates in the registry (each the most that worker sends) never sum above the app's budget, and
+    end at a third each."""
+    async with cluster(make_emulator, postgres_server, shops=6, seed=13) as (group, admin):
+        seen: list[float] = []
+        started = []
+        for name in ("a", "b", "c"):
+            started.append(await group.start(name))
+            until = time.monotonic() + 0.6
+            while time.monotonic() < until:
+                seen.append(sum(w.rate or 0.0 for w in await admin.workers() if w.alive))
+                await asyncio.sleep(0.02)
+        deadline = time.monotonic() + 3 * LEASE
+        while any(worker.client.rate != pytest.approx(400.0 / 3) for worker in started):
+            assert time.monotonic() < deadline, [worker.client.rate for worker in started]
+            seen.append(sum(w.rate or 0.0 for w in await admin.workers() if w.alive))
+            await asyncio.sleep(0.02)
+        assert max(seen) <= 400.0 * (1 + 1e-9)
+
+
 async def test_a_slow_session_provider_never_delays_the_heartbeat(
     make_emulator: Any, postgres_server: LocalPostgres
 ) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taobao_ordersync._lease import LeaseRow, heavy_threshold, rebalance
+from taobao_ordersync._lease import LeaseRow, heavy_threshold, rate_share, rebalance
 
 
 def settle(weights: dict[str, float], workers: list[str], owners: dict[str, str | None], seed: int) -> None:
@@ -90,3 +91,39 @@ def test_idle_when_balanced_busy_when_not() -> None:
 
     over = rebalance([LeaseRow("a", "w1", 5.0), LeaseRow("b", "w1", 1.0)], "w1", 2)
     assert (1, "b") == (over.release_count, over.release[0])
+
+
+@given(
+    events=st.lists(st.tuples(st.sampled_from(["beat", "join", "leave"]), st.integers(0, 5)), max_size=60),
+    budget=st.sampled_from([10.0, 200.0, 1000.0 / 3]),
+)
+def test_rate_shares_never_sum_above_the_budget(events: list[tuple[str, int]], budget: float) -> None:
+    """Workers join, leave and heartbeat one at a time (heartbeats are serialized in the database):
+    the rates they report never add up to more than the budget, and once everyone has beaten twice
+    each has budget / live."""
+    rates: dict[int, float] = {0: 0.0}
+
+    def beat(me: int) -> None:
+        others = sum(rate for worker, rate in rates.items() if worker != me)
+        rates[me] = rate_share(budget, len(rates), others)
+
+    for kind, who in events:
+        if kind == "join" and who not in rates:
+            rates[who] = 0.0
+            beat(who)
+        elif kind == "leave" and who in rates and len(rates) > 1:
+            del rates[who]
+        elif kind == "beat" and who in rates:
+            beat(who)
+        assert sum(rates.values()) <= budget * (1 + 1e-9)
+    for _ in range(2):
+        for worker in sorted(rates):
+            beat(worker)
+    assert all(rate == pytest.approx(budget / len(rates)) for rate in rates.values())
+
+
+def test_a_lone_worker_takes_the_whole_budget_at_once_and_a_newcomer_waits_for_the_others() -> None:
+    assert 200.0 == rate_share(200.0, 1, 0.0)
+    assert 0.0 == rate_share(200.0, 2, 200.0)  # the first has not lowered its rate yet
+    assert 100.0 == rate_share(200.0, 2, 100.0)
+    assert 0.0 == rate_share(200.0, 2, 199.9)  # a sliver is not worth starting on
