@@ -22,6 +22,7 @@ with ``LeaseLostError`` and can never move the new owner's checkpoint.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -495,7 +496,8 @@ class PostgresStore:
             )  # fmt: skip
             # Leases renewed above are visible here; an expired one shows free, even if it was ours.
             rows = await connection.fetch(
-                f"SELECT shop_id, CASE WHEN lease_until > now() THEN owner END AS owner, weight FROM {s}.shops"
+                f"SELECT shop_id, CASE WHEN lease_until > now() THEN owner END AS owner, weight, "
+                f"extract(epoch FROM now() - claimed_at)::float8 AS held_for FROM {s}.shops"
             )
         self.round_trips += HEARTBEAT_ROUND_TRIPS
         return Heartbeat(
@@ -504,7 +506,15 @@ class PostgresStore:
             rate=rate,
             ban_left=max(0.0, float(summary["ban_left"] or 0.0)),
             next_expiry=summary["next_expiry"],
-            rows=tuple(LeaseRow(row["shop_id"], row["owner"], float(row["weight"])) for row in rows),
+            rows=tuple(
+                LeaseRow(
+                    row["shop_id"],
+                    row["owner"],
+                    float(row["weight"]),
+                    row["held_for"] if row["held_for"] is not None else math.inf,
+                )
+                for row in rows
+            ),
         )
 
     async def report_heartbeat_failure(

@@ -74,6 +74,8 @@ class Worker:
             one whose provider has a working session, may take it.
         on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
             carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
+        min_stay: seconds a shop stays with this worker before it may be handed over to spread heavy
+            shops (a flash sale that made some of its shops heavy later); default ``max(60, 4 x lease)``.
         give_up_after: seconds of failing heartbeats (counted from the last renewal) after which
             ``run()`` ends with ``HeartbeatFailedError`` rather than keep trying (default 300; None:
             never). Past one lease the worker holds nothing, and says so at ``ERROR`` once a lease.
@@ -94,6 +96,7 @@ class Worker:
         on_event: Callable[[FleetEvent], None] | None = None,
         policy: PollPolicy | None = None,
         give_up_after: float | None = 300.0,
+        min_stay: float | None = None,
         **fleet_options: Any,
     ) -> None:
         if not isinstance(store, PostgresStore):
@@ -111,6 +114,10 @@ class Worker:
         if give_up_after is not None and not give_up_after >= lease:
             raise ConfigurationError("give_up_after must be at least the lease (or None: never give up)")
         self.give_up_after = give_up_after
+        self.min_stay = min_stay if min_stay is not None else max(60.0, 4 * lease)
+        if not self.min_stay >= 0:
+            raise ConfigurationError("min_stay must be >= 0 seconds")
+        self.handed_over = 0  # heavy shops given back to spread them
         self.client = client
         self.store = store
         self.sessions = sessions
@@ -257,11 +264,12 @@ class Worker:
     async def _rebalance(self, beat: Heartbeat, released: set[str]) -> None:
         self._retry_sessions()
         rows = [LeaseRow(row.shop_id, None, row.weight) if row.shop_id in released else row for row in beat.rows]
-        plan = rebalance(rows, self.worker_id, beat.live_workers)
+        plan = rebalance(rows, self.worker_id, beat.live_workers, min_stay=self.min_stay)
         if plan.idle:
             return
         await self._give_back(plan.release, plan.release_count)
         now = self.clock.monotonic()
+        await self._hand_over(plan.hand_over, now)
         self._left_alone = {shop_id: until for shop_id, until in self._left_alone.items() if until > now}
         candidates = [shop_id for shop_id in plan.candidates if shop_id not in self._left_alone]
         # A claim whose reply is lost leaves shops leased to us unknowingly: they expire and move on.
@@ -383,6 +391,23 @@ class Worker:
         if chosen:
             await self.store.release(self.worker_id, chosen)
             logger.info("worker %s gave back %d shops to rebalance", self.worker_id, len(chosen))
+
+    async def _hand_over(self, shop_ids: tuple[str, ...], now: float) -> None:
+        """Give heavy shops back for a worker short of them; not claimed again by this one for ``min_stay``."""
+        chosen = [
+            shop_id
+            for shop_id in shop_ids
+            if shop_id in self._tokens
+            and (shop_id not in self.fleet or self.fleet.status(shop_id).state in _RELEASABLE)
+        ]
+        if not chosen:
+            return  # reading now: next heartbeat
+        for shop_id in chosen:
+            self._forget(shop_id)
+            self._left_alone[shop_id] = now + max(self.min_stay, self.lease)
+        self.handed_over += len(chosen)
+        await self.store.release(self.worker_id, chosen)
+        logger.info("worker %s handed over heavy shops %s", self.worker_id, ", ".join(chosen))
 
     # -- shops -------------------------------------------------------------------------
 
