@@ -59,6 +59,7 @@ __all__ = [
     "PostgresStore",
     "RegisteredShop",
     "Report",
+    "ShopSummary",
     "WorkerRecord",
 ]
 
@@ -134,6 +135,19 @@ class RegisteredShop:
     behind: float | None
     last_error: str | None
     checkpoint: Checkpoint | None
+
+
+@frozen
+class ShopSummary:
+    """The registry at a glance (``taobao-ordersync status``), from the registry alone: no checkpoint
+    is read. ``states`` counts shops by their owner's last report (``free``: no live lease), largest
+    first; ``most_behind`` and ``errors`` hold ``(shop_id, owner, behind or last_error)``."""
+
+    shops: int
+    states: tuple[tuple[str, int], ...]
+    most_behind: tuple[tuple[str, str | None, float], ...]
+    errors: tuple[tuple[str, str | None, str], ...]
+    error_count: int
 
 
 @frozen
@@ -412,6 +426,33 @@ class PostgresStore:
                 )
             )
         return shops
+
+    async def summary(self, *, limit: int = 10) -> ShopSummary:
+        """Counts per state, the ``limit`` shops most behind and the ``limit`` latest errors, without
+        reading a checkpoint (three indexed or aggregate statements, whatever the number of shops)."""
+        s = self.schema
+        live = "lease_until > now()"
+        states = await self._fetch(
+            f"SELECT CASE WHEN {live} THEN coalesce(state, 'claimed') ELSE 'free' END AS state, count(*) AS n "
+            f"FROM {s}.shops GROUP BY 1 ORDER BY n DESC, state"
+        )
+        behind = await self._fetch(
+            f"SELECT shop_id, owner, behind FROM {s}.shops WHERE {live} AND behind IS NOT NULL "
+            "ORDER BY behind DESC, shop_id LIMIT $1",
+            limit,
+        )
+        errors = await self._fetch(
+            f"SELECT shop_id, CASE WHEN {live} THEN owner END AS owner, last_error, count(*) OVER () AS total "
+            f"FROM {s}.shops WHERE last_error IS NOT NULL ORDER BY reported_at DESC NULLS LAST, shop_id LIMIT $1",
+            limit,
+        )
+        return ShopSummary(
+            shops=sum(int(row["n"]) for row in states),
+            states=tuple((row["state"], int(row["n"])) for row in states),
+            most_behind=tuple((row["shop_id"], row["owner"], float(row["behind"])) for row in behind),
+            errors=tuple((row["shop_id"], row["owner"], row["last_error"]) for row in errors),
+            error_count=int(errors[0]["total"]) if errors else 0,
+        )
 
     async def workers(self) -> list[WorkerRecord]:
         """Registered workers, live ones first."""
