@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from benchmarks._measure import Row, _render
 from benchmarks._remote import RemoteEmulator
 from taobao_ordersync import Batch, PollPolicy, RetryPolicy, Shop, TopClient
-from taobao_ordersync.postgres import PostgresStore
+from taobao_ordersync.postgres import HEARTBEAT_ROUND_TRIPS, PostgresStore
 from taobao_ordersync.testing import Chaos, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.worker import Worker
@@ -53,7 +53,7 @@ LEASE: Final = 3.0
 COUNTS: Final = (1, 2, 4)
 PROFILE: Final = ShopProfile(orders_per_day=20.0, history_days=1.0)
 POLICY: Final = PollPolicy(min_interval=5.0, max_interval=15.0, jitter=0.2, min_backoff=1.0, max_backoff=5.0)
-HEARTBEAT_ROUND_TRIPS: Final = 5  #: BEGIN, three statements, COMMIT (PostgresStore.heartbeat)
+
 TIMEOUT: Final = 300.0
 CHECK_EVERY: Final = 0.25
 

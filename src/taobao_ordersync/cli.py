@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--store", type=Path, help="SQLite checkpoint file")
     where.add_argument("--postgres", metavar="DSN", help=f"PostgreSQL URI of the shared registry (or ${ENV_POSTGRES})")
     status.add_argument("--schema", default="taobao_ordersync", help="PostgreSQL schema (default taobao_ordersync)")
+    status.add_argument(
+        "--shops", action="store_true", help="PostgreSQL: one line per shop, with its checkpoint (default: a summary)"
+    )
     return parser
 
 
@@ -647,10 +650,15 @@ def _heartbeat_trouble(worker: Any) -> str:
 
 async def _postgres_status(args: argparse.Namespace) -> int:
     async with _open_postgres(args) as store:
-        shops = await store.shops()
         workers = await store.workers()
+        if args.shops:
+            shops = await store.shops()
+            count = len(shops)
+        else:
+            summary = await store.summary()
+            count = summary.shops
     live = [w for w in workers if w.alive]
-    print(f"{len(live)} live workers, {len(shops)} shops")
+    print(f"{len(live)} live workers, {count} shops")
     for w in live:
         rate = f"{w.rate:.2f}/s" if w.rate is not None else "-"
         print(
@@ -661,6 +669,9 @@ async def _postgres_status(args: argparse.Namespace) -> int:
         if not w.alive and w.last_error is not None and w.seen_ago < _FAILING_SHOWN_FOR:
             where = f"{w.worker_id} ({w.host}, pid {w.pid})"
             print(f"  worker {where}: not live, seen {w.seen_ago:.0f}s ago{_heartbeat_trouble(w)}")
+    if not args.shops:
+        _print_summary(summary)
+        return OK
     header = f"{'shop':<16} {'owner':<24} {'lease':<16} {'state':<12} {'phase':<10} {'checkpoint (CST)':<20} behind"
     print(header)
     for shop in shops:
@@ -677,6 +688,21 @@ async def _postgres_status(args: argparse.Namespace) -> int:
             f"{(shop.state or '-'):<12} {phase:<10} {position:<20} {behind}{error}"
         )
     return OK
+
+
+def _print_summary(summary: Any) -> None:
+    """The registry at a glance: counts per state, the most behind, the latest errors."""
+    states = ", ".join(f"{state} {count:,}" for state, count in summary.states)
+    print(f"shops by state: {states or '-'}")
+    if summary.most_behind:
+        print("most behind:")
+        for shop_id, owner, behind in summary.most_behind:
+            print(f"{shop_id:<16} {(owner or '-'):<24} {_duration(behind)}")
+    if summary.errors:
+        print(f"errors ({summary.error_count:,} shops; the latest):")
+        for shop_id, owner, error in summary.errors:
+            print(f"{shop_id:<16} {(owner or '-'):<24} {error}")
+    print("(one line per shop, with its checkpoint: status --shops)")
 
 
 class _ProgressLine:

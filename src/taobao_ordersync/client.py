@@ -18,10 +18,10 @@ from typing import Any, Final, Literal, Self, TypeVar
 
 import aiohttp
 import backoff
-from aiolimiter import AsyncLimiter
 
 from taobao_ordersync import _wire
 from taobao_ordersync._convert import ListQuery, structure_fullinfo, structure_page, structure_time
+from taobao_ordersync._limiter import RateLimiter
 from taobao_ordersync._retry import RetryPolicy, is_transient
 from taobao_ordersync._time import from_epoch
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
@@ -117,8 +117,8 @@ class TopClient:
         self._clock: Clock = clock or SystemClock()
         self._clock_refresh = clock_refresh
         self._transport: Transport = transport or AiohttpTransport(session=session, timeout=timeout)
-        # One limiter per client, never module level; burst/rate keeps the spacing even.
-        self._limiter = AsyncLimiter(burst, burst / self._rate)
+        # One limiter per client, never module level, kept for the client's life (a new rate changes it).
+        self._limiter = RateLimiter(self._rate, burst)
         self._ban_until = 0.0
         self._estimate: ClockEstimate | None = None
         self._clock_lock = asyncio.Lock()
@@ -156,7 +156,9 @@ class TopClient:
     def rate(self) -> float:
         """Calls per second this client may send; set it to re-share an app's budget.
 
-        A new rate applies to calls that start waiting after the change.
+        The client keeps its one limiter: calls already waiting and calls made after the change
+        queue together, a lower rate applies from the next call out, and no second ever holds
+        more than the higher of the two rates' calls.
         """
         return self._rate
 
@@ -166,7 +168,7 @@ class TopClient:
             raise ConfigurationError("rate must be > 0 calls per second")
         if rate != self._rate:
             self._rate = float(rate)
-            self._limiter = AsyncLimiter(self._burst, self._burst / self._rate)
+            self._limiter.rate = self._rate
 
     def hold(self, seconds: float) -> None:
         """Pause every call of this client for ``seconds`` (a ban another process met)."""

@@ -22,6 +22,7 @@ with ``LeaseLostError`` and can never move the new owner's checkpoint.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
@@ -33,7 +34,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from taobao_ordersync._checkpoint import Checkpoint
-from taobao_ordersync._lease import LeaseRow
+from taobao_ordersync._lease import LeaseRow, rate_share
 from taobao_ordersync.errors import (
     CheckpointConflictError,
     CheckpointCorruptError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import asyncpg
 
 __all__ = [
+    "HEARTBEAT_ROUND_TRIPS",
     "MIN_SERVER_VERSION",
     "SCHEMA_VERSION",
     "FencedRevision",
@@ -57,15 +59,18 @@ __all__ = [
     "PostgresStore",
     "RegisteredShop",
     "Report",
+    "ShopSummary",
     "WorkerRecord",
 ]
 
 SCHEMA_VERSION: Final = 2
 # The oldest PostgreSQL major supported: every version still maintained upstream (15, 16, 17, 18).
 MIN_SERVER_VERSION: Final = 15
+HEARTBEAT_ROUND_TRIPS: Final = 6  # BEGIN, the lock, three statements, COMMIT
 Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
 _IDENTIFIER: Final = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _LOCK_KEY: Final = 0x7A0B_0D5C  # advisory lock for migrations (any fixed number)
+_SHARE_LOCK_KEY: Final = 0x7A0B_0D5D  # advisory lock serializing heartbeats (with the schema's hash)
 
 # Migration n brings the schema from version n - 1 to n. Never edit a released one: add the next.
 _MIGRATIONS: Final[Mapping[int, str]] = {
@@ -133,6 +138,19 @@ class RegisteredShop:
 
 
 @frozen
+class ShopSummary:
+    """The registry at a glance (``taobao-ordersync status``), from the registry alone: no checkpoint
+    is read. ``states`` counts shops by their owner's last report (``free``: no live lease), largest
+    first; ``most_behind`` and ``errors`` hold ``(shop_id, owner, behind or last_error)``."""
+
+    shops: int
+    states: tuple[tuple[str, int], ...]
+    most_behind: tuple[tuple[str, str | None, float], ...]
+    errors: tuple[tuple[str, str | None, str], ...]
+    error_count: int
+
+
+@frozen
 class WorkerRecord:
     """One registered worker: ``alive`` while its heartbeat keeps ``expires_at`` ahead.
 
@@ -157,6 +175,7 @@ class Heartbeat:
 
     renewed: frozenset[str]
     live_workers: int
+    rate: float  # calls per second this worker may send until its next heartbeat (0: none yet)
     ban_left: float
     next_expiry: float | None  # seconds until the next lease held by someone else runs out
     rows: tuple[LeaseRow, ...]
@@ -408,6 +427,33 @@ class PostgresStore:
             )
         return shops
 
+    async def summary(self, *, limit: int = 10) -> ShopSummary:
+        """Counts per state, the ``limit`` shops most behind and the ``limit`` latest errors, without
+        reading a checkpoint (three indexed or aggregate statements, whatever the number of shops)."""
+        s = self.schema
+        live = "lease_until > now()"
+        states = await self._fetch(
+            f"SELECT CASE WHEN {live} THEN coalesce(state, 'claimed') ELSE 'free' END AS state, count(*) AS n "
+            f"FROM {s}.shops GROUP BY 1 ORDER BY n DESC, state"
+        )
+        behind = await self._fetch(
+            f"SELECT shop_id, owner, behind FROM {s}.shops WHERE {live} AND behind IS NOT NULL "
+            "ORDER BY behind DESC, shop_id LIMIT $1",
+            limit,
+        )
+        errors = await self._fetch(
+            f"SELECT shop_id, CASE WHEN {live} THEN owner END AS owner, last_error, count(*) OVER () AS total "
+            f"FROM {s}.shops WHERE last_error IS NOT NULL ORDER BY reported_at DESC NULLS LAST, shop_id LIMIT $1",
+            limit,
+        )
+        return ShopSummary(
+            shops=sum(int(row["n"]) for row in states),
+            states=tuple((row["state"], int(row["n"])) for row in states),
+            most_behind=tuple((row["shop_id"], row["owner"], float(row["behind"])) for row in behind),
+            errors=tuple((row["shop_id"], row["owner"], row["last_error"]) for row in errors),
+            error_count=int(errors[0]["total"]) if errors else 0,
+        )
+
     async def workers(self) -> list[WorkerRecord]:
         """Registered workers, live ones first."""
         s = self.schema
@@ -442,17 +488,35 @@ class PostgresStore:
         host: str,
         pid: int,
         lease: float,
-        rate: float | None,
+        budget: float,
         reports: Sequence[Report],
     ) -> Heartbeat:
-        """Register the worker, renew its leases with each shop's report, and read the registry.
+        """Register the worker, take its share of the app's ``budget``, renew its leases with each
+        shop's report, and read the registry.
 
-        ``reports`` holds ``(shop_id, token, weight, state, behind, last_error)`` per held shop.
-        Three statements in one transaction.
+        ``reports`` holds ``(shop_id, token, weight, state, behind, last_error)`` per held shop. The
+        share is ``_lease.rate_share``: ``budget / live workers``, but no more than the other live
+        workers' reported rates leave; it is recorded as this worker's rate in the same transaction,
+        and heartbeats are serialized (an advisory lock), so the recorded rates never add up to more
+        than the budget. Four statements in one transaction.
         """
         s = self.schema
         columns: list[list[Any]] = [list(column) for column in zip(*reports, strict=True)] or [[] for _ in range(6)]
         async with self._connection("heartbeat") as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _SHARE_LOCK_KEY, s)
+            # ban_until is '-infinity' until the first ban, and before PostgreSQL 17 an infinite
+            # timestamp minus a finite one is an error: subtract from a finite one only.
+            summary = await connection.fetchrow(
+                f"SELECT (SELECT count(*) FROM {s}.workers WHERE expires_at > now() AND worker_id <> $1) AS others, "
+                f"(SELECT coalesce(sum(rate), 0)::float8 FROM {s}.workers "
+                f" WHERE expires_at > now() AND worker_id <> $1) AS others_rate, "
+                f"(SELECT extract(epoch FROM greatest(ban_until, now()) - now())::float8 FROM {s}.app) AS ban_left, "
+                f"(SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM {s}.shops "
+                f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
+                worker_id,
+            )
+            live = int(summary["others"]) + 1
+            rate = rate_share(budget, live, float(summary["others_rate"]))
             renewed = await connection.fetch(
                 f"""
                 WITH me AS (
@@ -471,26 +535,27 @@ class PostgresStore:
                 """,
                 worker_id, host, pid, lease, rate, *columns,
             )  # fmt: skip
-            # ban_until is '-infinity' until the first ban, and before PostgreSQL 17 an infinite
-            # timestamp minus a finite one is an error: subtract from a finite one only.
-            summary = await connection.fetchrow(
-                f"SELECT (SELECT count(*) FROM {s}.workers WHERE expires_at > now()) AS live, "
-                f"(SELECT extract(epoch FROM greatest(ban_until, now()) - now())::float8 FROM {s}.app) AS ban_left, "
-                f"(SELECT extract(epoch FROM min(lease_until) - now())::float8 FROM {s}.shops "
-                f" WHERE owner IS DISTINCT FROM $1 AND lease_until > now()) AS next_expiry",
-                worker_id,
-            )
             # Leases renewed above are visible here; an expired one shows free, even if it was ours.
             rows = await connection.fetch(
-                f"SELECT shop_id, CASE WHEN lease_until > now() THEN owner END AS owner, weight FROM {s}.shops"
+                f"SELECT shop_id, CASE WHEN lease_until > now() THEN owner END AS owner, weight, "
+                f"extract(epoch FROM now() - claimed_at)::float8 AS held_for FROM {s}.shops"
             )
-        self.round_trips += 5  # BEGIN, three statements, COMMIT
+        self.round_trips += HEARTBEAT_ROUND_TRIPS
         return Heartbeat(
             renewed=frozenset(row["shop_id"] for row in renewed),
-            live_workers=max(1, int(summary["live"])),
+            live_workers=live,
+            rate=rate,
             ban_left=max(0.0, float(summary["ban_left"] or 0.0)),
             next_expiry=summary["next_expiry"],
-            rows=tuple(LeaseRow(row["shop_id"], row["owner"], float(row["weight"])) for row in rows),
+            rows=tuple(
+                LeaseRow(
+                    row["shop_id"],
+                    row["owner"],
+                    float(row["weight"]),
+                    row["held_for"] if row["held_for"] is not None else math.inf,
+                )
+                for row in rows
+            ),
         )
 
     async def report_heartbeat_failure(
@@ -550,6 +615,10 @@ class PostgresStore:
             *args, self.channel("shops"),
         )  # fmt: skip
         return int(rows[0]["n"])
+
+    async def nudge(self) -> None:
+        """Wake every worker to heartbeat now (a newcomer waiting for the others to lower their rates)."""
+        await self._fetch("SELECT pg_notify($1, 'nudge')", self.channel("shops"))
 
     async def retire(self, worker_id: str) -> int:
         """Graceful exit: unregister the worker, then release every lease so others claim them at once.

@@ -3,7 +3,9 @@
 Each worker runs a ``Fleet`` over the shops it leases. A heartbeat every
 ``lease / 3`` seconds renews its leases (with each shop's state, lag and cost
 for ``status``), counts the live workers, takes ``rate / live`` of the app's
-budget, honours the app-wide ``ban_until``, and claims or gives back shops so
+budget (no more than the others' reported rates leave, so a newcomer starts as
+soon as the others have made room, and a lone worker at once), honours the
+app-wide ``ban_until``, and claims or gives back shops so
 that every worker holds a fair share (``_lease.rebalance``). A worker that dies
 stops renewing; its shops are claimed by the others as soon as the leases run
 out. Every checkpoint commit carries the fencing token its read began under, so
@@ -26,7 +28,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Final
 
-from taobao_ordersync._lease import LeaseRow, rebalance
+from taobao_ordersync._lease import MIN_SHARE, LeaseRow, rebalance
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import (
@@ -72,6 +74,8 @@ class Worker:
             one whose provider has a working session, may take it.
         on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
             carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
+        min_stay: seconds a shop stays with this worker before it may be handed over to spread heavy
+            shops (a flash sale that made some of its shops heavy later); default ``max(60, 4 x lease)``.
         give_up_after: seconds of failing heartbeats (counted from the last renewal) after which
             ``run()`` ends with ``HeartbeatFailedError`` rather than keep trying (default 300; None:
             never). Past one lease the worker holds nothing, and says so at ``ERROR`` once a lease.
@@ -92,6 +96,7 @@ class Worker:
         on_event: Callable[[FleetEvent], None] | None = None,
         policy: PollPolicy | None = None,
         give_up_after: float | None = 300.0,
+        min_stay: float | None = None,
         **fleet_options: Any,
     ) -> None:
         if not isinstance(store, PostgresStore):
@@ -109,6 +114,10 @@ class Worker:
         if give_up_after is not None and not give_up_after >= lease:
             raise ConfigurationError("give_up_after must be at least the lease (or None: never give up)")
         self.give_up_after = give_up_after
+        self.min_stay = min_stay if min_stay is not None else max(60.0, 4 * lease)
+        if not self.min_stay >= 0:
+            raise ConfigurationError("min_stay must be >= 0 seconds")
+        self.handed_over = 0  # heavy shops given back to spread them
         self.client = client
         self.store = store
         self.sessions = sessions
@@ -118,6 +127,8 @@ class Worker:
         self.budget = client.rate  # the whole app's calls per second
         self.on_event = on_event
         self.live_workers = 1
+        self.share = 0.0  # calls per second this worker may send (0 until the others have made room)
+        self._asked_for_room = False
         self._tokens: dict[str, int] = {}  # the shops held now, with their fencing tokens
         self._sessions: dict[str, str] = {}
         self._unresolved: set[str] = set()
@@ -177,12 +188,9 @@ class Worker:
         self.client.on_ban = self._ban_seen
         fleet = asyncio.create_task(self.fleet.run(), name=f"fleet {self.worker_id}")
         try:
-            # Register, then let the others see us before we take any budget or shops: by the
-            # time we claim, every live worker has re-counted and lowered its own rate.
-            await self._beat(claim=False)
-            settled = self.clock.monotonic() + self.heartbeat_every
-            while not self._stopping.is_set() and (left := settled - self.clock.monotonic()) > 0:
-                await self._sleep(left)
+            # The first heartbeat registers us; shops and budget are taken once the others' reported
+            # rates leave room (_lease.rate_share): at once when nobody else is live, else as soon as
+            # each of them has lowered its own rate at its heartbeat.
             while not self._stopping.is_set():
                 await self._beat(claim=True)
                 await self._sleep(self._next_beat_in())
@@ -213,7 +221,7 @@ class Worker:
                 host=self._host,
                 pid=os.getpid(),
                 lease=self.lease,
-                rate=self.client.rate,
+                budget=self.budget,
                 reports=self._reports(),
             )
         except CheckpointError as exc:
@@ -229,7 +237,7 @@ class Worker:
             self._failing_since = self._outcry_at = self.heartbeat_error = None
         if self._last_renewal is not None and now - self._last_renewal > self.lease:
             # Back after an outage: the others may not have re-registered yet, so the live count is
-            # low. Take no shops this beat (like the settle at start); the next beat sees them all.
+            # low. Take no shops this beat; the next beat sees them all.
             claim = False
         self._last_renewal = now
         if self._listener is None or self._listener.is_closed():
@@ -238,9 +246,15 @@ class Worker:
         for shop_id in set(self._tokens) - beat.renewed:
             self._drop(shop_id, "its lease was taken over or the shop was removed")
         self.live_workers = beat.live_workers
-        self.client.rate = self.budget / beat.live_workers
+        self.share = beat.rate
+        # Nothing to send before the others make room; a sliver keeps the client valid meanwhile.
+        self.client.rate = beat.rate or MIN_SHARE * self.budget / beat.live_workers
         self.client.hold(beat.ban_left)
-        if claim:
+        if beat.rate == 0 and not self._asked_for_room:
+            self._asked_for_room = True  # once: wake the others, so they lower their rates now
+            with contextlib.suppress(CheckpointError):
+                await self.store.nudge()
+        if claim and beat.rate > 0:
             try:
                 released = await self._release_paused()
                 await self._rebalance(beat, released)
@@ -250,11 +264,12 @@ class Worker:
     async def _rebalance(self, beat: Heartbeat, released: set[str]) -> None:
         self._retry_sessions()
         rows = [LeaseRow(row.shop_id, None, row.weight) if row.shop_id in released else row for row in beat.rows]
-        plan = rebalance(rows, self.worker_id, beat.live_workers)
+        plan = rebalance(rows, self.worker_id, beat.live_workers, min_stay=self.min_stay)
         if plan.idle:
             return
         await self._give_back(plan.release, plan.release_count)
         now = self.clock.monotonic()
+        await self._hand_over(plan.hand_over, now)
         self._left_alone = {shop_id: until for shop_id, until in self._left_alone.items() if until > now}
         candidates = [shop_id for shop_id in plan.candidates if shop_id not in self._left_alone]
         # A claim whose reply is lost leaves shops leased to us unknowingly: they expire and move on.
@@ -335,9 +350,10 @@ class Worker:
     def _next_beat_in(self) -> float:
         # Wake when someone else's lease runs out, so a dead worker's shops move within one lease.
         expiry = self._next_expiry
-        if expiry is not None and 0 <= expiry < self.heartbeat_every:
+        every = self.heartbeat_every if self.share > 0 else self.heartbeat_every / 4  # waiting for room: look often
+        if expiry is not None and 0 <= expiry < every:
             return expiry + 0.05
-        return self.heartbeat_every
+        return every
 
     def _reports(self) -> list[Report]:
         now = self.clock.monotonic()
@@ -375,6 +391,23 @@ class Worker:
         if chosen:
             await self.store.release(self.worker_id, chosen)
             logger.info("worker %s gave back %d shops to rebalance", self.worker_id, len(chosen))
+
+    async def _hand_over(self, shop_ids: tuple[str, ...], now: float) -> None:
+        """Give heavy shops back for a worker short of them; not claimed again by this one for ``min_stay``."""
+        chosen = [
+            shop_id
+            for shop_id in shop_ids
+            if shop_id in self._tokens
+            and (shop_id not in self.fleet or self.fleet.status(shop_id).state in _RELEASABLE)
+        ]
+        if not chosen:
+            return  # reading now: next heartbeat
+        for shop_id in chosen:
+            self._forget(shop_id)
+            self._left_alone[shop_id] = now + max(self.min_stay, self.lease)
+        self.handed_over += len(chosen)
+        await self.store.release(self.worker_id, chosen)
+        logger.info("worker %s handed over heavy shops %s", self.worker_id, ", ".join(chosen))
 
     # -- shops -------------------------------------------------------------------------
 

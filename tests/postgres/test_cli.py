@@ -36,12 +36,48 @@ def test_shops_add_list_remove_and_status(postgres_server: LocalPostgres, capsys
     assert 0 == code
     assert ["a\t-\tfree", "c\t-\tfree"] == out.splitlines()
 
-    code, out, _ = run(["status", *where], capsys)
+    code, out, _ = run(["status", "--shops", *where], capsys)
 
     assert 0 == code
     lines = out.splitlines()
     assert "0 live workers, 2 shops" == lines[0]
     assert ["a", "c"] == [line.split()[0] for line in lines[2:]]
+
+
+def test_status_summarizes_without_reading_checkpoints(
+    postgres_server: LocalPostgres, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For tens of thousands of shops: counts per state, the most behind and the errors, from one
+    summary of the registry; no checkpoint is parsed (details with --shops)."""
+    schema = new_schema()
+    where = ["--postgres", postgres_server.dsn, "--schema", schema]
+
+    async def prepare() -> None:
+        async with PostgresStore(postgres_server.dsn, schema=schema) as store:
+            await store.add_shops(*(f"s{i:02}" for i in range(30)))
+            await store.save("s00", "{}", expected_revision=None)
+            await store.claim("w", [f"s{i:02}" for i in range(12)], 12, lease=60)
+            await store._fetch(
+                f"UPDATE {schema}.shops SET state = 'waiting', behind = 10 * length(shop_id) + "
+                "substr(shop_id, 2)::int WHERE owner IS NOT NULL RETURNING 1"
+            )
+            await store.record_error("s03", "w", "AuthenticationError: session expired")
+
+    asyncio.run(prepare())
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("status parsed a checkpoint")
+
+    monkeypatch.setattr("taobao_ordersync._checkpoint.Checkpoint.from_json", no_parsing)
+    code, out, _ = run(["status", *where], capsys)
+
+    assert 0 == code, out
+    lines = out.splitlines()
+    assert "0 live workers, 30 shops" == lines[0]
+    assert "shops by state: free 18, waiting 11, paused 1" in lines
+    assert any(line.split()[:1] == ["s11"] for line in lines)  # the most behind first
+    assert any("s03" in line and "session expired" in line for line in lines)
+    assert not any(line.startswith("s2") for line in lines)  # no line per shop
 
 
 def test_dsn_from_the_environment(

@@ -67,7 +67,7 @@ async def test_a_schema_of_the_previous_version_is_migrated_in_place(
         [failing] = await store.workers()
         assert "CheckpointError: refused" == failing.last_error and failing.failing_for is not None
         assert 40 <= failing.failing_for < 45 and not failing.alive
-        await store.heartbeat("w", host="h", pid=1, lease=30, rate=1.0, reports=[])
+        await store.heartbeat("w", host="h", pid=1, lease=30, budget=1.0, reports=[])
         [renewed] = await store.workers()
         assert (True, None, None) == (renewed.alive, renewed.last_error, renewed.failing_for)
 
@@ -308,12 +308,12 @@ async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None
     no ban; after a ban, the time left. Before PostgreSQL 17, -infinity minus now() is an error."""
     await pg_store.add_shops("shop")
 
-    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=[])
 
     assert (1, 0.0, None) == (beat.live_workers, beat.ban_left, beat.next_expiry)
     assert [("shop", None)] == [(row.shop_id, row.owner) for row in beat.rows]
     await pg_store.ban(60)
-    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, rate=5.0, reports=[])
+    beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=[])
     assert 55 < beat.ban_left <= 60
 
 
