@@ -42,7 +42,7 @@ PURE = (
     "errors.py",
     "planner.py",
 )
-SHELL = {"asyncio", "aiohttp", "backoff", "aiolimiter", "sqlite3", "time", "socket"}
+SHELL = {"asyncio", "aiohttp", "backoff", "sqlite3", "time", "socket"}
 
 
 def test_pure_core_imports_no_io() -> None:
