@@ -342,7 +342,10 @@ async def test_shops_that_turn_heavy_later_are_spread_over_the_workers(
             await asyncio.sleep(4 * LEASE)  # the sale goes on: nothing moves back
             now = await owners(admin)
             assert {now[shop_id] for shop_id in hot} == {"a", "b"}
-            assert 1 == len(moves) and 1 == first.handed_over
+            assert 1 == len(moves)
+            # A hand-over nobody took within min_stay (a loaded machine) is claimed back and
+            # offered again, so the giver may count more than one; the shop moved once.
+            assert first.handed_over >= 1
         finally:
             seller.cancel()
         group.emu.pause_activity()  # nothing changes after this: every change becomes due
