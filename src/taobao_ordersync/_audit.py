@@ -23,15 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from attrs import field, frozen
 
-from taobao_ordersync._time import floor_second, format_time
+from taobao_ordersync._time import SECOND, floor_second, format_time
 
 __all__ = ["AuditReport", "Slot", "SlotDiff", "diff_listed", "diff_versions", "halves"]
 
-SECOND: Final = timedelta(seconds=1)
 
 #: (tid, modified, created) of a trade as Taobao listed it.
 Listed = tuple[int, datetime, datetime | None]

@@ -36,7 +36,7 @@ from typing import Any, Final, Literal, Protocol
 
 from attrs import define, evolve, field, frozen
 
-from taobao_ordersync._time import floor_second
+from taobao_ordersync._time import SECOND, floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import Clock, wait_until_set
 from taobao_ordersync.errors import (
@@ -54,7 +54,7 @@ from taobao_ordersync.errors import (
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore
-from taobao_ordersync.syncer import SECOND, Batch, Syncer
+from taobao_ordersync.syncer import Batch, Syncer
 
 __all__ = ["Fleet", "FleetEvent", "PollPolicy", "PushObserver", "ShopStatus"]
 

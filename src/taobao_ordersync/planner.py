@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Final
 
 from attrs import evolve, frozen
 
-__all__ = ["Window", "second_within", "split", "tile"]
+from taobao_ordersync._time import SECOND
 
-SECOND: Final = timedelta(seconds=1)
+__all__ = ["Window", "second_within", "split", "tile"]
 
 
 @frozen

@@ -30,7 +30,7 @@ from attrs import define, evolve, field, frozen
 from taobao_ordersync import _wire
 from taobao_ordersync._checkpoint import Checkpoint, Key
 from taobao_ordersync._paging import CountProof, SeamCheck, newest_second, page_count, page_plan
-from taobao_ordersync._time import floor_second
+from taobao_ordersync._time import SECOND, floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
     BusinessError,
@@ -56,7 +56,6 @@ HORIZON_MARGIN: Final = timedelta(minutes=10)
 #: The first backfill starts this far inside the horizon, so a restart within the hour loses no scope.
 BACKFILL_MARGIN: Final = timedelta(hours=1)
 MAX_INCREMENT_SPAN: Final = _wire.MAX_INCREMENT_SPAN
-SECOND: Final = timedelta(seconds=1)
 #: Listed trades fullinfo did not know that ``ShopProgress.missing`` keeps (the newest tids).
 MAX_MISSING_SHOWN: Final = 1000
 #: Pauses before asking fullinfo again for a listed trade it does not know yet.

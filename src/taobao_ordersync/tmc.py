@@ -29,12 +29,11 @@ from typing import Any, Final, Literal
 from attrs import define, field, frozen
 
 from taobao_ordersync import _wire
-from taobao_ordersync._time import floor_second, from_epoch, parse_time
+from taobao_ordersync._time import SECOND, floor_second, from_epoch, parse_time
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import ConfigurationError, ResponseFormatError, TaobaoOrderSyncError
 from taobao_ordersync.fleet import Fleet
-from taobao_ordersync.syncer import SECOND
 
 __all__ = ["PushMode", "TmcConsumer", "TmcMessage", "TmcStats", "tmc_confirm", "tmc_consume", "tmc_user_permit"]
 

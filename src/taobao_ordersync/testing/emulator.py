@@ -44,8 +44,6 @@ from taobao_ordersync.testing.naive import Collector
 
 __all__ = ["Chaos", "Emulator", "ShopProfile", "TmcChaos", "VerifyReport"]
 
-HORIZON: Final = _wire.HORIZON
-MAX_SPAN: Final = _wire.MAX_INCREMENT_SPAN
 MAX_WINDOW_TRADES: Final = _wire.MAX_WINDOW_TRADES
 _EXT_TYPES: Final = frozenset({"ershou", "service", "mark"})
 _TAGS: Final = frozenset({"time_card", "fee_card"})
@@ -642,17 +640,17 @@ class Emulator:
             end = self._required_time(params, "end_modified")
             if end < start:
                 raise _bad_param("end_modified", "end_modified must not be before start_modified")
-            if end - start > MAX_SPAN:
+            if end - start > _wire.MAX_INCREMENT_SPAN:
                 raise _bad_param("start_modified-and-end_modified", "时间跨度不能超过一天")
-            if start < now - HORIZON:
+            if start < now - _wire.HORIZON:
                 raise _bad_param("start_modified", "只能查询三个月内的增量订单")
             key_kind = "modified"
         else:
-            start = self._time(params, "start_created") or now - HORIZON
+            start = self._time(params, "start_created") or now - _wire.HORIZON
             end = self._time(params, "end_created") or now
             if end < start:
                 raise _bad_param("end_created", "end_created must not be before start_created")
-            start = max(start, now - HORIZON)  # only the last three months are listed
+            start = max(start, now - _wire.HORIZON)  # only the last three months are listed
             key_kind = "created"
         if page_no > 1 and self.chaos.refuse_later_pages and self._rng.random() < self.chaos.refuse_later_pages:
             self.faults_injected += 1

@@ -15,13 +15,11 @@ from attrs import define
 
 from taobao_ordersync import _wire
 from taobao_ordersync._paging import page_count
-from taobao_ordersync._time import floor_second, from_epoch
+from taobao_ordersync._time import SECOND, floor_second, from_epoch
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.models import Shop, Trade, TradePage
 
 __all__ = ["Collector", "NaiveSyncer"]
-
-SECOND = timedelta(seconds=1)
 
 
 class Collector:
