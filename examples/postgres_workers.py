@@ -170,8 +170,9 @@ async def main() -> None:
             first.stop()
             await runs.pop(first.worker_id)
 
-            async def taken_over() -> bool:
-                return all(shop.owner == second.worker_id for shop in await admin.shops())
+            async def taken_over() -> bool:  # in the registry, and in worker-b's own view of its leases
+                registry = all(shop.owner == second.worker_id for shop in await admin.shops())
+                return registry and len(second.shop_ids) == len(vault)
 
             await until(taken_over, within=2 * LEASE, what="the hand-over")
             took = time.monotonic() - stopped_at
