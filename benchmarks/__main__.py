@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="seed for every emulator (default 2026)")
     parser.add_argument("--no-memory", action="store_true", help="skip the traced passes (no peak memory)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--tenk-shops",
+        type=int,
+        action="append",
+        metavar="N",
+        help="shops in the tenk scenario (repeatable, one run per size; default 10000, 500 with --quick)",
+    )
     return parser
 
 
@@ -83,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = evolve(sizes, seed=args.seed)
     if args.no_memory:
         sizes = evolve(sizes, memory=False)
+    if args.tenk_shops:
+        sizes = evolve(sizes, tenk_shops=tuple(args.tenk_shops))
     names = list(dict.fromkeys(args.scenario or [name for name in SCENARIOS if name not in EXTRA]))
     started = time.perf_counter()
     consumer = consumer_bytes_per_trade()

@@ -62,7 +62,7 @@ from taobao_ordersync.testing import Collector, ShopProfile
 if TYPE_CHECKING:
     from benchmarks.scenarios import Sizes
 
-__all__ = ["fleet"]
+__all__ = ["FleetRun", "fleet", "verify_fleet"]
 
 PAGE: Final = 100
 STEP: Final = 60.0  #: simulated seconds of shop activity before each steady-state poll
@@ -117,20 +117,26 @@ class FleetRun:
         concurrency: int,
         seed: int,
         store: MemoryStore | None = None,
+        policy: PollPolicy = POLICY,
+        on_synced: Callable[[str], None] | None = None,
         **syncer_options: Any,
     ) -> FleetRun:
+        """``policy`` defaults to a day between polls (every poll started by ``poll()``);
+        ``on_synced(shop_id)`` is called for every completed poll."""
         failures: list[str] = []
 
         def event(event: FleetEvent) -> None:
             if event.kind != "synced":
                 failures.append(f"{event.shop_id} {event.kind}: {event.error!r}")
+            elif on_synced is not None:
+                on_synced(event.shop_id)
 
         fleet = Fleet(
             client,
             store=store or MemoryStore(),
             handler=handler,
             concurrency=concurrency,
-            policy=POLICY,
+            policy=policy,
             on_event=event,
             seed=seed,
             **syncer_options,
@@ -261,6 +267,20 @@ async def _backlog(
         delivered=sum(status.delivered for status in statuses),
         failures=running.failures,
     )
+    result.in_scope, result.lost, result.lost_versions, scopes = await verify_fleet(remote, syncer, shops, collectors)
+    result.minimum = sum(minimum.backfill_calls for minimum in await remote.minimum(scopes))
+    result.trades = sum(len(collector.newest) for collector in collectors.values())
+    result.duplicates = sum(collector.duplicates for collector in collectors.values())
+    return result
+
+
+async def verify_fleet(
+    remote: RemoteEmulator, syncer: Syncer, shops: Sequence[Shop], collectors: Mapping[str, Collector]
+) -> tuple[int, int, dict[int, Any], list[tuple[str, Any, list[Any], int]]]:
+    """Every shop's copy against the emulator, up to its committed cursor.
+
+    Returns (in scope, lost, lost trades' versions, the backfill scopes for ``remote.minimum``).
+    """
     items, scopes = [], []
     for shop in shops:
         checkpoint = await syncer.checkpoint(shop.id)
@@ -278,14 +298,20 @@ async def _backlog(
             )
         )
         scopes.append((shop.id, checkpoint.backfill_from, [checkpoint.origin], PAGE))
-    for check in await remote.verify(items):
-        result.in_scope += check.report.in_scope
-        result.lost += check.report.lost
-        result.lost_versions.update(check.lost_versions)
-    result.minimum = sum(minimum.backfill_calls for minimum in await remote.minimum(scopes))
-    result.trades = sum(len(collector.newest) for collector in collectors.values())
-    result.duplicates = sum(collector.duplicates for collector in collectors.values())
-    return result
+    in_scope = lost = 0
+    versions: dict[int, Any] = {}
+    for (shop_id, *_), check in zip(items, await remote.verify(items), strict=True):
+        in_scope += check.report.in_scope
+        lost += check.report.lost
+        versions.update(check.lost_versions)
+        if check.report.lost:
+            print(
+                f"[bench]   LOST in {shop_id}: missing {check.report.missing[:5]}, stale {check.report.stale[:5]}; "
+                f"checkpoint cursor {items[[item[0] for item in items].index(shop_id)][4]}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return in_scope, lost, versions, scopes
 
 
 @define
@@ -293,6 +319,7 @@ class _Steady:
     polls: int = 0  #: per variant
     rounds: int = 0
     cpu: dict[str, float] = field(factory=dict)
+    cpu_by_round: dict[str, list[float]] = field(factory=dict)
     wall: dict[str, float] = field(factory=dict)
     calls: dict[str, int] = field(factory=dict)
     trades: dict[str, int] = field(factory=dict)
@@ -300,6 +327,10 @@ class _Steady:
 
     def per_poll(self, name: str, values: Mapping[str, float]) -> float:
         return values.get(name, 0.0) / self.polls if self.polls else 0.0
+
+    def cpu_rounds(self, shops: int) -> dict[str, list[float]]:
+        """CPU seconds per poll of each round, by variant (for min / median over rounds)."""
+        return {name: [value / shops for value in values] for name, values in self.cpu_by_round.items()}
 
 
 async def _steady(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes, store: MemoryStore) -> _Steady:
@@ -367,7 +398,9 @@ async def _steady(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes, s
                     started = time.perf_counter()
                     await body()
                     steady.wall[name] = steady.wall.get(name, 0.0) + time.perf_counter() - started
-                    steady.cpu[name] = steady.cpu.get(name, 0.0) + time.process_time() - cpu
+                    cpu = time.process_time() - cpu
+                    steady.cpu[name] = steady.cpu.get(name, 0.0) + cpu
+                    steady.cpu_by_round.setdefault(name, []).append(cpu)
                     after = list_calls(client.call_counts) + time_calls(client.call_counts)
                     steady.calls[name] = steady.calls.get(name, 0) + after - before
                     steady.trades[name] = steady.trades.get(name, 0) + delivered - trades
@@ -384,6 +417,7 @@ class _Memory:
     after_poll: int
     peak: int
     top: list[str]
+    lines: list[str] = field(factory=list)  #: the largest allocation sites, per shop
 
 
 async def _memory(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes) -> _Memory:
@@ -431,7 +465,13 @@ async def _memory(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes) -
         f"{stat.traceback[0].filename.rsplit('/', 1)[-1]} {stat.size / len(shops):.0f} B"
         for stat in snapshot.statistics("filename")[:5]
     ]
-    return _Memory(after_backlog=after_backlog - base, after_poll=after_poll - base, peak=peak - base, top=top)
+    lines = [
+        f"{stat.traceback[0].filename.rsplit('/', 1)[-1]}:{stat.traceback[0].lineno} {stat.size / len(shops):.0f} B"
+        for stat in snapshot.statistics("lineno")[:12]
+    ]
+    return _Memory(
+        after_backlog=after_backlog - base, after_poll=after_poll - base, peak=peak - base, top=top, lines=lines
+    )
 
 
 async def fleet(sizes: Sizes) -> list[Row]:

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -37,7 +38,7 @@ from benchmarks._measure import Row, _render
 from benchmarks._remote import RemoteEmulator
 from taobao_ordersync import Batch, PollPolicy, RetryPolicy, Shop, TopClient
 from taobao_ordersync.postgres import HEARTBEAT_ROUND_TRIPS, PostgresStore
-from taobao_ordersync.testing import Chaos, ShopProfile
+from taobao_ordersync.testing import Chaos, Collector, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.worker import Worker
 
@@ -65,12 +66,19 @@ def _log(message: str) -> None:
 class _Run:
     """The workers of one count, on one schema; each with its own client and store."""
 
-    def __init__(self, remote: RemoteEmulator, dsn: str, schema: str) -> None:
+    def __init__(
+        self, remote: RemoteEmulator, dsn: str, schema: str, *, policy: PollPolicy = POLICY, keep: bool = False
+    ) -> None:
         self.remote = remote
         self.dsn = dsn
         self.schema = schema
+        self.policy = policy
         self.sessions = dict(remote.shops)
         self.deliveries = 0
+        #: with ``keep``, what each shop's handler calls delivered (shops move between workers)
+        self.collectors: dict[str, Collector] | None = (
+            {shop_id: Collector() for shop_id in self.sessions} if keep else None
+        )
         self.workers: list[Worker] = []
         self.stores: list[PostgresStore] = []
         self.clients: list[TopClient] = []
@@ -78,6 +86,10 @@ class _Run:
 
     async def handler(self, shop: Shop, batch: Batch) -> None:
         self.deliveries += len(batch.trades)
+        if self.collectors is not None:
+            collector = self.collectors[shop.id]
+            for trade in batch.trades:
+                collector.add(trade)
 
     async def start(self, name: str) -> None:
         remote = self.remote
@@ -92,7 +104,14 @@ class _Run:
         store = PostgresStore(self.dsn, schema=self.schema)
         await store.open()
         worker = Worker(
-            client, store, self.handler, self.sessions.get, worker_id=name, lease=LEASE, policy=POLICY, concurrency=16
+            client,
+            store,
+            self.handler,
+            self.sessions.get,
+            worker_id=name,
+            lease=LEASE,
+            policy=self.policy,
+            concurrency=16,
         )
         self.clients.append(client)
         self.stores.append(store)
@@ -135,15 +154,30 @@ async def _backlog_done(admin: PostgresStore, connection: asyncpg.Connection, sh
     return len(done) == shops
 
 
-async def _one_count(remote: RemoteEmulator, server: LocalPostgres, count: int, shops: int) -> Row:
+async def _one_count(
+    remote: RemoteEmulator,
+    server: LocalPostgres,
+    count: int,
+    shops: int,
+    *,
+    policy: PollPolicy = POLICY,
+    verify: bool = False,
+    scenario: str = "workers",
+) -> Row:
+    """One worker count on a fresh schema: backlog, a crash (2 or more workers), graceful stop.
+
+    With ``verify``: after the crash, shop activity stops, every live worker polls every shop
+    once more on its own schedule (its CPU per committed poll is measured), and every shop's copy is verified
+    against the emulator up to its committed checkpoint.
+    """
     schema = f"bench_{uuid.uuid4().hex[:10]}"
-    row = Row(scenario=f"workers ({count} x {shops:,} shops)", syncer=f"ours: {count} Worker(s)")
+    row = Row(scenario=f"{scenario} ({count} x {shops:,} shops)", syncer=f"ours: {count} Worker(s)")
     async with PostgresStore(server.dsn, schema=schema) as admin:
         await admin.add_shops(*(shop_id for shop_id, _ in remote.shops))
         import asyncpg  # the postgres extra; imported here so other scenarios run without it
 
         connection = await asyncpg.connect(server.dsn)
-        group = _Run(remote, server.dsn, schema)
+        group = _Run(remote, server.dsn, schema, policy=policy, keep=verify)
         try:
             before = await remote.stats()
             started = time.monotonic()
@@ -202,7 +236,11 @@ async def _one_count(remote: RemoteEmulator, server: LocalPostgres, count: int, 
                     }
                 )
                 _log(f"{count} workers: {len(held)} shops moved in {owned:.1f} s, resumed in {times[-1]:.1f} s")
+            if verify:
+                await _final_poll(group, connection, row)
             await group.close()
+            if verify:
+                await _verify(group, admin, row)
             final = await remote.stats()
             revisions = sum((await _revisions(connection, schema)).values())
             round_trips = sum(store.round_trips for store in group.stores)
@@ -224,16 +262,73 @@ async def _one_count(remote: RemoteEmulator, server: LocalPostgres, count: int, 
             )
             row.time_calls = final["calls"].get("taobao.time.get", 0) - before["calls"].get("taobao.time.get", 0)
             row.deliveries = group.deliveries
-            row.trades = group.deliveries
+            row.trades = row.trades or group.deliveries
             row.seconds = time.monotonic() - started
         except Exception as exc:
             row.error = f"{type(exc).__name__}: {exc}"
-            _log(f"{count} workers failed: {row.error}")
+            _log(f"{count} workers failed: " + "".join(traceback.format_exception(exc)))
             await group.close()
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
     return row
+
+
+async def _final_poll(group: _Run, connection: asyncpg.Connection, row: Row) -> None:
+    """Stop shop activity and wait until every shop committed again."""
+    await group.remote.pause_activity()
+    before = await _revisions(connection, group.schema)
+    cpu = time.process_time()
+    started = time.monotonic()
+    # No wake(): every shop's next poll comes from its worker's own schedule (at most
+    # ``max_interval`` plus jitter away), as in production.
+    while True:
+        now = await _revisions(connection, group.schema)
+        if all(revision > before.get(shop_id, 0) for shop_id, revision in now.items()):
+            break
+        if time.monotonic() - started > TIMEOUT:
+            raise TimeoutError(f"the final poll was not done within {TIMEOUT:.0f} s")
+        for task in group.tasks:
+            if task.done() and not task.cancelled():
+                task.result()
+        await asyncio.sleep(CHECK_EVERY)
+    seconds = time.monotonic() - started
+    commits = sum(now.values()) - sum(before.values())
+    row.notes.update(
+        {
+            "final poll s": seconds,
+            "final poll commits": commits,
+            "CPU ms per commit, final poll": 1000 * (time.process_time() - cpu) / commits if commits else None,
+        }
+    )
+    _log(f"final poll after the pause: {commits} commits in {seconds:.1f} s")
+
+
+async def _verify(group: _Run, admin: PostgresStore, row: Row) -> None:
+    """Every shop's copy (all workers' deliveries) against the emulator, up to its committed cursor."""
+    collectors = group.collectors or {}
+    items = []
+    for shop in await admin.shops():
+        checkpoint = shop.checkpoint
+        if checkpoint is None or not checkpoint.backfill_done:
+            raise RuntimeError(f"{shop.shop_id}: no complete backfill")
+        collector = collectors[shop.shop_id]
+        items.append(
+            (
+                shop.shop_id,
+                collector.newest,
+                checkpoint.backfill_from,
+                checkpoint.origin,
+                checkpoint.cursor,
+                collector.duplicates,
+            )
+        )
+    for check in await group.remote.verify(items):
+        row.in_scope += check.report.in_scope
+        row.lost += check.report.lost
+        row.lost_versions.update(check.lost_versions)
+    row.trades = sum(len(collector.newest) for collector in collectors.values())
+    _log(f"verified {len(items)} shops: {row.in_scope} trades in scope, lost {row.lost}")
 
 
 async def workers(sizes: Sizes) -> list[Row]:

@@ -1,4 +1,5 @@
-"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes, fleet, workers, decode, memory.
+"""The benchmark scenarios: quiet, peak, backfill, shops, the seed article's mistakes, fleet, workers,
+decode, memory, tenk.
 
 Every run uses the real ``TopClient`` (rate 5,000/s, ``RetryPolicy.no_wait()``) over
 loopback against the real emulator in a child process (``_remote``). Shop activity
@@ -27,6 +28,7 @@ from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._memory import memory
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
+from benchmarks._tenk import tenk
 from benchmarks._workers import workers
 from taobao_ordersync import (
     HORIZON,
@@ -91,6 +93,11 @@ class Sizes:
     decode_pages: int = 50  # 100-trade pages read per pass (``decode``)
     decode_rounds: int = 15  # interleaved passes per way of reading; the median is reported
     memory_trades: float = 1_000_000  # trades in the ``memory`` backfill (not part of the default run)
+    tenk_shops: tuple[int, ...] = (10_000,)  # ``tenk`` (not part of the default run): Fleet and 4 workers, each size
+    tenk_interval: float = 20.0  # ``tenk`` fairness pass: seconds between a shop's polls (real time)
+    tenk_sale_trades: int = 2000  # per sale shop (1% of the shops)
+    tenk_sale_seconds: int = 5
+    tenk_sale_lead: float = 20.0  # the sale is created this long before it starts (the emulator is busy meanwhile)
 
 
 FULL: Final = Sizes()
@@ -118,6 +125,10 @@ QUICK: Final = Sizes(
     decode_rounds=5,
     memory_trades=50_000,
     memory=False,
+    tenk_shops=(500,),
+    tenk_interval=5.0,
+    tenk_sale_trades=500,
+    tenk_sale_lead=3.0,
 )
 
 
@@ -750,6 +761,7 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "workers": workers,
     "decode": decode,
     "memory": memory,
+    "tenk": tenk,
 }
 #: Scenarios a plain ``python -m benchmarks`` leaves out (name them with ``--scenario``).
-EXTRA: Final = frozenset({"memory"})
+EXTRA: Final = frozenset({"memory", "tenk"})
