@@ -209,8 +209,12 @@ async def _fairness(remote: RemoteEmulator, shops: Sequence[Shop], sizes: Sizes)
                 f"{result.polls_in_sale:,} polls in {result.sale_s:.0f} s"
             )
 
-            # The end of every run: activity stops, every shop polled (twice: once started after the stop).
+            # The end of every run: activity stops; once the last change is older than the lag, every
+            # shop is polled (twice: once started after that). Polled sooner, a window could end
+            # before a trade's last change while the trade already shows it: that version is due
+            # in the next window, and a check at the checkpoint would call it missing.
             await remote.pause_activity()
+            await asyncio.sleep(LAG + 1.0)
             await running.poll()
             await running.poll()
         finally:
