@@ -82,10 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="sync a realistic shop on the built-in emulator and verify it")
-    demo.add_argument("--shops", type=_positive_int, default=1, help="number of shops (default 1)")
+    demo.add_argument("--shops", type=_positive_int, help="number of shops (default 1; 3 with --tmc)")
     demo.add_argument("--seed", type=int, default=2026, help="seed for data and chaos (default 2026)")
-    demo.add_argument("--orders-per-day", type=float, help="volume per shop (default 350, shared out over --shops)")
+    demo.add_argument(
+        "--orders-per-day",
+        type=float,
+        help="volume per shop (default 350, shared out over --shops; 17280 per shop with --tmc)",
+    )
     demo.add_argument("--sale", type=int, help="orders in the 11.11 burst (default 25000, shared out over --shops)")
+    demo.add_argument(
+        "--tmc", action="store_true", help="show freshness: change -> handler with TMC push vs polling alone"
+    )
+    demo.add_argument("--seconds", type=float, default=30.0, help="--tmc: seconds of live activity (default 30)")
+    demo.add_argument("--interval", type=float, default=15.0, help="--tmc: seconds between polls (default 15)")
+    demo.add_argument("--lag", type=float, default=5.0, help="--tmc: seconds windows stay behind (default 5)")
 
     emulator = commands.add_parser("emulator", help="serve the TOP emulator until interrupted")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -276,12 +286,25 @@ def _classify(exc: TaobaoOrderSyncError) -> tuple[int, str]:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from taobao_ordersync.testing.demo import run_demo
+    from taobao_ordersync.testing.demo import run_demo, run_push_demo
 
+    if args.tmc:
+        if not (args.seconds > 0 and args.interval > 0 and args.lag >= 0):
+            raise ConfigurationError("--seconds and --interval must be > 0, --lag >= 0")
+        runs = await run_push_demo(
+            shops=args.shops or 3,
+            seed=args.seed,
+            seconds=args.seconds,
+            orders_per_day=args.orders_per_day or 17_280.0,
+            lag=args.lag,
+            interval=args.interval,
+        )
+        return LOST if any(run.lost for run in runs) else OK
+    shops = args.shops or 1
     # Keep the demo about a minute long: by default, N shops share one big shop's volume.
-    orders_per_day = args.orders_per_day or max(20.0, 350.0 / args.shops)
-    sale = args.sale if args.sale is not None else max(500, 25_000 // args.shops)
-    result = await run_demo(shops=args.shops, seed=args.seed, orders_per_day=orders_per_day, sale_size=sale)
+    orders_per_day = args.orders_per_day or max(20.0, 350.0 / shops)
+    sale = args.sale if args.sale is not None else max(500, 25_000 // shops)
+    result = await run_demo(shops=shops, seed=args.seed, orders_per_day=orders_per_day, sale_size=sale)
     return LOST if result.lost else OK
 
 
