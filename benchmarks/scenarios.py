@@ -26,6 +26,7 @@ from benchmarks._decode import decode
 from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._memory import memory
+from benchmarks._push import push as _push
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
 from benchmarks._workers import workers
 from taobao_ordersync import (
@@ -91,6 +92,7 @@ class Sizes:
     decode_pages: int = 50  # 100-trade pages read per pass (``decode``)
     decode_rounds: int = 15  # interleaved passes per way of reading; the median is reported
     memory_trades: float = 1_000_000  # trades in the ``memory`` backfill (not part of the default run)
+    push_seconds: float = 120.0  # seconds of live activity per mode in ``push`` (real time; all modes at once)
 
 
 FULL: Final = Sizes()
@@ -117,6 +119,7 @@ QUICK: Final = Sizes(
     decode_pages=10,
     decode_rounds=5,
     memory_trades=50_000,
+    push_seconds=20.0,
     memory=False,
 )
 
@@ -740,6 +743,11 @@ class _store:  # noqa: N801 - used like a function
             self._folder.cleanup()
 
 
+async def push(sizes: Sizes) -> list[Row]:
+    """TMC push vs polling alone: freshness, calls per change, lost (``_push``; about 3 minutes)."""
+    return await _push(sizes.push_seconds, sizes.seed)
+
+
 SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "quiet": quiet,
     "peak": peak,
@@ -750,6 +758,7 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "workers": workers,
     "decode": decode,
     "memory": memory,
+    "push": push,
 }
 #: Scenarios a plain ``python -m benchmarks`` leaves out (name them with ``--scenario``).
-EXTRA: Final = frozenset({"memory"})
+EXTRA: Final = frozenset({"memory", "push"})
