@@ -21,6 +21,7 @@ from typing import Any
 from attrs import asdict, evolve
 
 from benchmarks._measure import Row, consumer_bytes_per_trade, format_fleet_tables, format_notes, format_table
+from benchmarks._push import format_push_table
 from benchmarks._workers import format_workers_table
 from benchmarks.scenarios import EXTRA, FULL, QUICK, SCENARIOS, Sizes
 
@@ -114,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers_table = format_workers_table(rows, markdown=args.markdown)
     if workers_table:
         print(workers_table)
+        print()
+    push_table = format_push_table(rows, markdown=args.markdown)
+    if push_table:
+        print(push_table)
         print()
     print(format_notes(rows))
     print()

@@ -27,6 +27,7 @@ from benchmarks._decode import decode
 from benchmarks._fleet import FleetRun, fleet
 from benchmarks._measure import Meter, Row, list_calls, time_calls
 from benchmarks._memory import memory
+from benchmarks._push import push as _push
 from benchmarks._remote import Check, Minimum, RemoteEmulator, VirtualClock
 from benchmarks._tenk import tenk
 from benchmarks._workers import workers
@@ -98,6 +99,7 @@ class Sizes:
     tenk_sale_trades: int = 2000  # per sale shop (1% of the shops)
     tenk_sale_seconds: int = 5
     tenk_sale_lead: float = 20.0  # the sale is created this long before it starts (the emulator is busy meanwhile)
+    push_seconds: float = 120.0  # seconds of live activity per mode in ``push`` (real time; all modes at once)
 
 
 FULL: Final = Sizes()
@@ -124,6 +126,7 @@ QUICK: Final = Sizes(
     decode_pages=10,
     decode_rounds=5,
     memory_trades=50_000,
+    push_seconds=20.0,
     memory=False,
     tenk_shops=(500,),
     tenk_interval=5.0,
@@ -751,6 +754,11 @@ class _store:  # noqa: N801 - used like a function
             self._folder.cleanup()
 
 
+async def push(sizes: Sizes) -> list[Row]:
+    """TMC push vs polling alone: freshness, calls per change, lost (``_push``; about 3 minutes)."""
+    return await _push(sizes.push_seconds, sizes.seed)
+
+
 SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "quiet": quiet,
     "peak": peak,
@@ -762,6 +770,7 @@ SCENARIOS: Final[dict[str, Callable[[Sizes], Awaitable[list[Row]]]]] = {
     "decode": decode,
     "memory": memory,
     "tenk": tenk,
+    "push": push,
 }
 #: Scenarios a plain ``python -m benchmarks`` leaves out (name them with ``--scenario``).
-EXTRA: Final = frozenset({"memory", "tenk"})
+EXTRA: Final = frozenset({"memory", "tenk", "push"})

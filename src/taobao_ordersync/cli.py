@@ -82,10 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="sync a realistic shop on the built-in emulator and verify it")
-    demo.add_argument("--shops", type=_positive_int, default=1, help="number of shops (default 1)")
+    demo.add_argument("--shops", type=_positive_int, help="number of shops (default 1; 3 with --tmc)")
     demo.add_argument("--seed", type=int, default=2026, help="seed for data and chaos (default 2026)")
-    demo.add_argument("--orders-per-day", type=float, help="volume per shop (default 350, shared out over --shops)")
+    demo.add_argument(
+        "--orders-per-day",
+        type=float,
+        help="volume per shop (default 350, shared out over --shops; 17280 per shop with --tmc)",
+    )
     demo.add_argument("--sale", type=int, help="orders in the 11.11 burst (default 25000, shared out over --shops)")
+    demo.add_argument(
+        "--tmc", action="store_true", help="show freshness: change -> handler with TMC push vs polling alone"
+    )
+    demo.add_argument("--seconds", type=float, default=30.0, help="--tmc: seconds of live activity (default 30)")
+    demo.add_argument("--interval", type=float, default=15.0, help="--tmc: seconds between polls (default 15)")
+    demo.add_argument("--lag", type=float, default=5.0, help="--tmc: seconds windows stay behind (default 5)")
 
     emulator = commands.add_parser("emulator", help="serve the TOP emulator until interrupted")
     emulator.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -101,10 +111,36 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--shop-id", required=True, help="a stable id for the shop, used as the checkpoint key")
     sync.add_argument("--store", required=True, type=Path, help="SQLite checkpoint file (created if missing)")
     sync.add_argument("--out", type=Path, help="upsert trades into this SQLite file (table `trades`) instead")
-    sync.add_argument("--follow", action="store_true", help="keep polling")
+    sync.add_argument("--follow", action="store_true", help="keep polling until SIGINT or SIGTERM")
     sync.add_argument("--interval", type=float, default=300.0, help="seconds between polls with --follow")
     sync.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
     sync.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+    sync.add_argument(
+        "--min-backoff",
+        type=float,
+        default=30.0,
+        help="--follow: seconds to wait after a failure that outlasted the retries, doubling (default 30)",
+    )
+    sync.add_argument(
+        "--max-backoff", type=float, default=1800.0, help="--follow: the longest wait after failures (default 1800)"
+    )
+    sync.add_argument(
+        "--tmc", action="store_true", help="--follow: TMC push messages for freshness, polling as the proof"
+    )
+    sync.add_argument("--seller-nick", help="--tmc: the seller's nick, as TMC messages name it (required)")
+    sync.add_argument("--group", default="default", help="--tmc: the TMC group to consume (default 'default')")
+    sync.add_argument(
+        "--push-mode",
+        choices=("auto", "fullinfo", "poll"),
+        default="auto",
+        help="--tmc: fetch each changed trade, poll early, or choose by change rate (default auto)",
+    )
+    sync.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=300.0,
+        help="--tmc: seconds between polls while push is healthy (default 300; --interval when it is not)",
+    )
 
     audit = commands.add_parser(
         "audit", help="check that a `sync --out` SQLite file holds every trade Taobao has (and --repair it)"
@@ -252,12 +288,25 @@ def _classify(exc: TaobaoOrderSyncError) -> tuple[int, str]:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    from taobao_ordersync.testing.demo import run_demo
+    from taobao_ordersync.testing.demo import run_demo, run_push_demo
 
+    if args.tmc:
+        if not (args.seconds > 0 and args.interval > 0 and args.lag >= 0):
+            raise ConfigurationError("--seconds and --interval must be > 0, --lag >= 0")
+        runs = await run_push_demo(
+            shops=args.shops or 3,
+            seed=args.seed,
+            seconds=args.seconds,
+            orders_per_day=args.orders_per_day or 17_280.0,
+            lag=args.lag,
+            interval=args.interval,
+        )
+        return LOST if any(run.lost for run in runs) else OK
+    shops = args.shops or 1
     # Keep the demo about a minute long: by default, N shops share one big shop's volume.
-    orders_per_day = args.orders_per_day or max(20.0, 350.0 / args.shops)
-    sale = args.sale if args.sale is not None else max(500, 25_000 // args.shops)
-    result = await run_demo(shops=args.shops, seed=args.seed, orders_per_day=orders_per_day, sale_size=sale)
+    orders_per_day = args.orders_per_day or max(20.0, 350.0 / shops)
+    sale = args.sale if args.sale is not None else max(500, 25_000 // shops)
+    result = await run_demo(shops=shops, seed=args.seed, orders_per_day=orders_per_day, sale_size=sale)
     return LOST if result.lost else OK
 
 
@@ -281,7 +330,7 @@ async def _emulator(args: argparse.Namespace) -> int:
         print(f"TOP emulator serving at {emulator.url}")
         print(f"app_key={emulator.app_key} app_secret={emulator.app_secret}")
         for shop in emulator.shops:
-            print(f"  shop {shop.id}: session={shop.session}, {len(shop.trades)} trades")
+            print(f"  shop {shop.id}: session={shop.session}, nick={shop.nick}, {len(shop.trades)} trades")
         print("Press Ctrl+C to stop.", flush=True)
         await asyncio.Event().wait()
     finally:
@@ -300,29 +349,156 @@ async def _sync(args: argparse.Namespace) -> int:
     app_key = _require(args.app_key, ENV_KEY, "app key")
     secret = _require(args.app_secret, ENV_SECRET, "app secret")
     session = _require(args.session, ENV_SESSION, "session")
+    if args.tmc and not args.follow:
+        raise ConfigurationError("--tmc needs --follow (push keeps a running sync fresh)")
+    if args.tmc and not args.seller_nick:
+        raise ConfigurationError("--tmc needs --seller-nick: the seller's nick, which TMC messages carry")
+    if args.follow and not (args.interval > 0 and 0 < args.min_backoff <= args.max_backoff):
+        raise ConfigurationError("--interval must be > 0 and 0 < --min-backoff <= --max-backoff")
     store = SqliteStore(args.store)
     sink = _SqliteSink(args.out) if args.out else _NdjsonSink(sys.stdout)
     # Closed on every way out: success, an API or store error, Ctrl+C (a cancelled task).
     with contextlib.closing(sink):
-        async with TopClient(app_key, secret, url=args.url) as client:
+        async with _top_client(app_key, secret, url=args.url) as client:
+            shop = Shop(id=args.shop_id, session=session)
+            if args.follow:
+                return await _follow(args, client, store, sink, shop)
             syncer = Syncer(
                 client, store=store, lag=args.lag, fullinfo=args.fullinfo, on_progress=_ProgressLine(sys.stderr)
             )
-            shop = Shop(id=args.shop_id, session=session)
-            while True:
-                count = 0
-                async for batch in syncer.batches(shop):
-                    await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
-                    count += len(batch.trades)
-                progress = syncer.progress(shop.id)
-                print(
-                    f"{shop.id}: {count} trades, checkpoint {progress.cursor}, "
-                    f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
-                    file=sys.stderr,
-                )
-                if not args.follow:
-                    return OK
-                await asyncio.sleep(args.interval)
+            count = 0
+            async for batch in syncer.batches(shop):
+                await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
+                count += len(batch.trades)
+            progress = syncer.progress(shop.id)
+            print(
+                f"{shop.id}: {count} trades, checkpoint {progress.cursor}, "
+                f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
+                file=sys.stderr,
+            )
+            return OK
+
+
+def _top_client(app_key: str, secret: str, **options: Any) -> TopClient:
+    """The CLI's client (one place, so tests can shorten its retries)."""
+    return TopClient(app_key, secret, **options)
+
+
+async def _follow(
+    args: argparse.Namespace, client: TopClient, store: SqliteStore, sink: _NdjsonSink | _SqliteSink, shop: Shop
+) -> int:
+    """``sync --follow``: a fleet of one shop, until SIGINT or SIGTERM.
+
+    A failure that outlasts the client's retries backs the shop off (``--min-backoff`` doubling to
+    ``--max-backoff``, like ``worker``) and the sync goes on; one only an operator can fix (an invalid
+    session, a refused request, a checkpoint in conflict) ends it with its exit code. A signal stops
+    it between batches: no partial window is committed. With ``--tmc``, push messages deliver changes
+    within seconds and polling, every ``--reconcile-interval`` while push is healthy, stays the proof.
+    """
+    import signal
+
+    from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, needs_operator
+    from taobao_ordersync.syncer import Batch
+    from taobao_ordersync.tmc import TmcConsumer, tmc_user_permit
+
+    counts = {"polled": 0, "pushed": 0}
+    fatal: list[BaseException] = []
+    policy = PollPolicy(
+        min_interval=args.interval,
+        max_interval=args.interval,
+        jitter=0.0,
+        min_backoff=args.min_backoff,
+        max_backoff=args.max_backoff,
+    )
+
+    async def handler(_: Shop, batch: Batch) -> None:
+        await asyncio.to_thread(sink.write, batch.trades)  # written and flushed before the batch counts as done
+        counts["pushed" if batch.phase == "push" else "polled"] += len(batch.trades)
+
+    def report(event: FleetEvent) -> None:
+        if event.kind == "synced":
+            progress = fleet.syncer.progress(shop.id)
+            pushed = f" (+{counts['pushed']} by push)" if consumer is not None else ""
+            print(
+                f"{shop.id}: {counts['polled']} trades{pushed}, checkpoint {progress.cursor}, "
+                f"{progress.duplicates} duplicates suppressed, {sum(client.call_counts.values())} calls",
+                file=sys.stderr,
+                flush=True,
+            )
+            counts["polled"] = counts["pushed"] = 0
+        elif event.kind == "backing_off":
+            wait = fleet.status(shop.id).next_poll_in or 0.0
+            print(f"{shop.id}: {event.error}; trying again in {wait:.0f} s", file=sys.stderr, flush=True)
+        elif event.kind == "paused" and event.error is not None:
+            fatal.append(event.error)  # only an operator can fix it: end with its exit code
+            stop()
+
+    fleet = Fleet(
+        client,
+        store=store,
+        handler=handler,
+        concurrency=1,
+        policy=policy,
+        on_event=report,
+        lag=args.lag,
+        fullinfo=args.fullinfo,
+        on_progress=_ProgressLine(sys.stderr),
+    )
+    fleet.add(shop)
+    consumer = None
+    if args.tmc:
+        consumer = TmcConsumer(
+            fleet,
+            group_name=args.group,
+            shop_for={args.seller_nick: shop.id},
+            mode=args.push_mode,
+            reconcile_interval=args.reconcile_interval,
+        )
+
+    def stop() -> None:
+        fleet.stop()
+        if consumer is not None:
+            consumer.stop()
+
+    async def permit() -> None:
+        """``taobao.tmc.user.permit`` for the seller, retried like a poll until it is accepted."""
+        failures = 0
+        while True:
+            try:
+                await tmc_user_permit(client, shop.session)
+                return
+            except TaobaoOrderSyncError as exc:
+                if needs_operator(exc):
+                    fatal.append(exc)
+                    stop()
+                    return
+                failures += 1
+                wait = policy.backoff(failures)
+                print(f"{shop.id}: TMC permit failed: {exc}; trying again in {wait:.0f} s", file=sys.stderr)
+                await asyncio.sleep(wait)
+
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop)
+    tasks = [asyncio.create_task(fleet.run())]
+    helpers = []
+    if consumer is not None:
+        tasks.append(asyncio.create_task(consumer.run()))
+        helpers.append(asyncio.create_task(permit()))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        stop()
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*tasks, *helpers, return_exceptions=True)
+    if fatal:
+        raise fatal[0]
+    print(f"{shop.id}: stopped; no partial window committed", file=sys.stderr, flush=True)
+    return OK
 
 
 def _audit_shops(args: argparse.Namespace) -> list[Shop]:

@@ -236,6 +236,19 @@ def test_demo_with_several_shops_runs_through_the_fleet(capsys: pytest.CaptureFi
     assert out.strip().splitlines()[-1].startswith("verified: ")
 
 
+def test_demo_tmc_shows_freshness_with_push_and_with_polling(capsys: pytest.CaptureFixture[str]) -> None:
+    """demo --tmc prints change -> handler p50/p99 for push and for polling alone, push the fresher, 0 lost."""
+    args = ["demo", "--tmc", "--seconds", "3", "--interval", "4", "--lag", "1", "--shops", "2"]
+    code, out, _ = run([*args, "--orders-per-day", "43200", "--seed", "8"], capsys)
+
+    lines = {line.split()[0]: line for line in out.splitlines() if "change -> handler" in line}
+    assert 0 == code
+    assert {"push", "polling"} == set(lines)
+    p50 = {name: float(line.split(" p50 ")[1].split(" s")[0]) for name, line in lines.items()}
+    assert p50["push"] < p50["polling"], out
+    assert out.strip().splitlines()[-1] == "verified: 0 lost"
+
+
 def test_module_entry_point() -> None:
     """`python -m taobao_ordersync --version` works."""
     result = subprocess.run([sys.executable, "-m", "taobao_ordersync", "--version"], capture_output=True, text=True)

@@ -5,6 +5,7 @@ Nothing in the library imports this package; it imports the library.
 
 from taobao_ordersync.testing._fakes import FakeClock
 from taobao_ordersync.testing._ledger import MemoryLedger
+from taobao_ordersync.testing._push import PushRun, measure_push
 from taobao_ordersync.testing._shop import ShopProfile
 from taobao_ordersync.testing._tmc import TmcChange, TmcChaos
 from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
@@ -17,8 +18,10 @@ __all__ = [
     "FakeClock",
     "MemoryLedger",
     "NaiveSyncer",
+    "PushRun",
     "ShopProfile",
     "TmcChange",
     "TmcChaos",
     "VerifyReport",
+    "measure_push",
 ]
