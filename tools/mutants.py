@@ -129,8 +129,8 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "syncer.py",
-                "from taobao_ordersync._time import floor_second\n",
-                "import time\n\nfrom taobao_ordersync._time import floor_second, from_epoch\n",
+                "from taobao_ordersync._time import SECOND, floor_second\n",
+                "import time\n\nfrom taobao_ordersync._time import SECOND, floor_second, from_epoch\n",
             ),
             Edit(
                 "syncer.py",
@@ -291,8 +291,9 @@ MUTANTS: tuple[Mutant, ...] = (
         (
             Edit(
                 "_convert.py",
-                "if checks_time and (moment is None or not low <= moment <= high):",
-                "if checks_time and moment is None:",
+                "moment = modified if by_modified else created\n"
+                "        if checks_time and (moment is None or not low <= moment <= high):",
+                "moment = modified if by_modified else created\n        if checks_time and moment is None:",
             ),
         ),
         (REPLIES + "test_malformed_list_reply_is_retried[bad3]",),
