@@ -73,7 +73,7 @@ async def test_local_clock_loses_when_taobao_is_behind(make_emulator: Any, seed:
 @pytest.mark.parametrize("seed", SEEDS)
 async def test_transient_errors_and_bans(make_emulator: Any, seed: int) -> None:
     """10% transient failures (isp, 502, truncated, dropped) plus code-7 bans lose nothing."""
-    chaos = Chaos(error_rate=0.10, ban_rate=0.02, ban_seconds=1, move_while_paging=0.2)
+    chaos = Chaos(error_rate=0.10, ban_rate=0.01, ban_seconds=1, move_while_paging=0.2)
     async with make_emulator(seed=seed, profile=BUSY, chaos=chaos) as emu:
         report, _, client = await run_syncer(emu, page_size=20, step=600)
 

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import SqliteConnections
 
-from taobao_ordersync import Trade, cli
+from taobao_ordersync import RetryPolicy, TopClient, Trade, cli
 
 
 @pytest.fixture(scope="module")
@@ -187,8 +188,16 @@ def test_malformed_store(emulator_url: str, tmp_path: Path, capsys: pytest.Captu
     assert "Traceback" not in err
 
 
-def test_unreachable_gateway(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Nothing listening at the URL: exit 6 with a hint about the URL (after bounded retries)."""
+def test_unreachable_gateway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listening at the URL: exit 6 with a hint about the URL (after bounded retries, here
+    without their waits)."""
+
+    def impatient(app_key: str, secret: str, **options: Any) -> TopClient:
+        return TopClient(app_key, secret, retry=RetryPolicy.no_wait(), **options)
+
+    monkeypatch.setattr(cli, "_top_client", impatient)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -339,7 +339,7 @@ async def test_shops_that_turn_heavy_later_are_spread_over_the_workers(
                     if now[shop_id] is not None and now[shop_id] != last[shop_id]:
                         moves.append((shop_id, now[shop_id]))
                         last[shop_id] = now[shop_id]
-            await asyncio.sleep(4 * LEASE)  # the sale goes on: nothing moves back
+            await asyncio.sleep(2 * LEASE)  # the sale goes on: nothing moves back
             now = await owners(admin)
             assert {now[shop_id] for shop_id in hot} == {"a", "b"}
             assert 1 == len(moves)
