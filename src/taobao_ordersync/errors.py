@@ -31,7 +31,7 @@ grouped by what the caller can do about them::
         ├── WindowTooDenseError                   one second Taobao will not list whole (retried later)
         └── TradeUnavailableError                 listed trades fullinfo does not know (retried later)
 
-No foreign exception (aiohttp, cattrs, sqlite3, json) reaches a caller; each is
+No foreign exception (aiohttp, asyncpg, sqlite3, json) reaches a caller; each is
 translated at the boundary with ``raise ... from``. No message ever contains the
 app secret or a session key.
 """
