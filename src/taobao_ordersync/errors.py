@@ -38,6 +38,7 @@ app secret or a session key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 __all__ = [
@@ -264,3 +265,12 @@ class TradeUnavailableError(SyncError):
         super().__init__(f"shop {shop_id}: fullinfo does not know {len(tids)} listed trade(s): {shown}")
         self.shop_id = shop_id
         self.tids = tuple(tids)
+
+
+def leaf_error(exc: BaseException, *, prefer: Callable[[BaseException], bool] | None = None) -> BaseException:
+    """The error inside a (nested) ``ExceptionGroup`` (a task group's failures): the first one
+    ``prefer`` picks, else the first; ``exc`` itself when it is no group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [leaf_error(inner, prefer=prefer) for inner in exc.exceptions]
+    return next((leaf for leaf in leaves if prefer is not None and prefer(leaf)), leaves[0])

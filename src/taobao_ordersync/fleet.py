@@ -50,6 +50,7 @@ from taobao_ordersync.errors import (
     SyncError,
     TradeUnavailableError,
     WindowTooDenseError,
+    leaf_error,
 )
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.planner import Window
@@ -96,10 +97,7 @@ class PushObserver(Protocol):
 def typed_error(exc: BaseException) -> BaseException:
     """The error that decides a shop's fate: the one inside an ``ExceptionGroup`` (a task group in
     the sync), preferring one only an operator can fix, since retrying would meet it again."""
-    if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves = [typed_error(inner) for inner in exc.exceptions]
-    return next((leaf for leaf in leaves if needs_operator(leaf)), leaves[0])
+    return leaf_error(exc, prefer=needs_operator)
 
 
 def needs_operator(exc: BaseException) -> bool:

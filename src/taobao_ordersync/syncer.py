@@ -30,6 +30,7 @@ from attrs import define, evolve, field, frozen
 from taobao_ordersync import _wire
 from taobao_ordersync._checkpoint import Checkpoint, Key
 from taobao_ordersync._paging import CountProof, SeamCheck, newest_second, page_count, page_plan
+from taobao_ordersync._retry import is_transient
 from taobao_ordersync._time import SECOND, floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
@@ -40,6 +41,7 @@ from taobao_ordersync.errors import (
     TradeUnavailableError,
     WindowTooDenseError,
     WindowTooLargeError,
+    leaf_error,
 )
 from taobao_ordersync.models import Shop, Trade, TradePage
 from taobao_ordersync.planner import Window, second_within, split, tile
@@ -65,9 +67,8 @@ DEFAULT_SETTLE: Final = timedelta(minutes=15)
 #: Reads of a dense second whose ties move, at the least, before giving up for now.
 _MIN_PROOF_PASSES: Final = 16
 
-Phase = Literal[
-    "backfill", "increments", "push", "repair"
-]  # "push": handed over by a Fleet for a TMC message; "repair": trades an audit re-delivers
+# "push": handed over by a Fleet for a TMC message; "repair": trades an audit delivers again.
+Phase = Literal["backfill", "increments", "push", "repair"]
 logger = logging.getLogger("taobao_ordersync.syncer")
 
 
@@ -117,14 +118,6 @@ class ShopProgress:
         if self.target is None or self.cursor is None:
             return None
         return max(timedelta(0), self.target - self.cursor)
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first failure inside a (nested) exception group."""
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
 
 
 def _as_delta(name: str, value: float | timedelta) -> timedelta:
@@ -672,7 +665,8 @@ class Syncer:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(fetch(trade)) for trade in listed]
         except BaseExceptionGroup as failures:
-            raise _first_error(failures) from None  # callers get our typed error, not a group
+            # Callers get our typed error, not a group: one that retrying cannot fix first.
+            raise leaf_error(failures, prefer=lambda exc: not is_transient(exc)) from None
         fetched = {trade.tid for trade in listed} - set(unknown)
         # Only the trades still unknown, and a bounded number of them: this lives as long as the Syncer.
         progress.missing = sorted({*progress.missing, *unknown} - fetched)[-MAX_MISSING_SHOWN:]
