@@ -1,4 +1,4 @@
-"""``RateLimiter``: the client's limiter, paced on the event loop's clock without losing slots.
+"""``RateLimiter``: the client's limiter, paced on the client's (monotonic) clock without losing slots.
 
 A token bucket in its exact form (GCRA): each call's slot is the previous slot plus ``1 / rate``,
 or its own arrival if the limiter was idle, and a call may go ``(burst - 1) / rate`` before its
@@ -23,6 +23,8 @@ from collections import deque
 from types import TracebackType
 from typing import Final
 
+from taobao_ordersync.clock import Clock, SystemClock, wait_until_set
+
 __all__ = ["RateLimiter"]
 
 _WINDOW: Final = 1.0  # seconds over which the ceiling counts calls
@@ -31,10 +33,11 @@ _WINDOW: Final = 1.0  # seconds over which the ceiling counts calls
 class RateLimiter:
     """At most ``rate`` calls a second on average, ``burst`` back to back, FIFO; use ``async with``."""
 
-    def __init__(self, rate: float, burst: int = 1) -> None:
+    def __init__(self, rate: float, burst: int = 1, *, clock: Clock | None = None) -> None:
         self._rate = float(rate)
         self._burst = burst
-        self._tat = -math.inf  # the next call's slot (loop time)
+        self._clock: Clock = clock or SystemClock()
+        self._tat = -math.inf  # the next call's slot (monotonic time)
         self._sent: deque[float] = deque()  # when the calls of the last second went out
         self._lock: asyncio.Lock | None = None  # FIFO: asyncio.Lock wakes its waiters in order
         self._changed: asyncio.Event | None = None
@@ -70,28 +73,27 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Wait for this call's slot."""
-        loop = asyncio.get_running_loop()
-        arrived = loop.time()
+        arrived = self._clock.monotonic()
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             while True:
-                now = loop.time()
+                now = self._clock.monotonic()
                 slot = max(self._tat, arrived)  # chained to the previous slot unless we came to an idle limiter
-                at = slot - (self._burst - 1) / self._rate
                 sent = self._sent
                 while sent and sent[0] <= now - _WINDOW:
                     sent.popleft()
                 over = len(sent) - self.ceiling
-                if over >= 0:
-                    at = max(at, sent[over] + _WINDOW)
+                # A full second holds the call until its oldest call leaves it, and the slot moves
+                # with it, so the calls after it are spaced at the (maybe new, lower) rate from there.
+                held = sent[over] + _WINDOW if over >= 0 else -math.inf
+                at = max(slot - (self._burst - 1) / self._rate, held)
+                slot = max(slot, held)
                 if at <= now:
                     break
                 self._changed = changed = asyncio.Event()
                 try:
-                    await asyncio.wait_for(changed.wait(), at - now)
-                except TimeoutError:
-                    pass
+                    await wait_until_set(changed, at - now, clock=self._clock)
                 finally:
                     self._changed = None
             self._tat = slot + 1.0 / self._rate

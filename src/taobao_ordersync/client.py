@@ -118,7 +118,7 @@ class TopClient:
         self._clock_refresh = clock_refresh
         self._transport: Transport = transport or AiohttpTransport(session=session, timeout=timeout)
         # One limiter per client, never module level, kept for the client's life (a new rate changes it).
-        self._limiter = RateLimiter(self._rate, burst)
+        self._limiter = RateLimiter(self._rate, burst, clock=self._clock)
         self._ban_until = 0.0
         self._estimate: ClockEstimate | None = None
         self._clock_lock = asyncio.Lock()
@@ -446,7 +446,8 @@ class TopClient:
             "taobao.trades.sold.get",
             session,
             "created",
-            {"start_created": start_created, "end_created": end_created},
+            start_created,
+            end_created,
             fields=fields,
             types=types,
             page_no=page_no,
@@ -479,7 +480,8 @@ class TopClient:
             "taobao.trades.sold.increment.get",
             session,
             "modified",
-            {"start_modified": start_modified, "end_modified": end_modified},
+            start_modified,
+            end_modified,
             fields=fields,
             types=types,
             page_no=page_no,
@@ -493,7 +495,8 @@ class TopClient:
         method: str,
         session: str,
         time_field: Literal["created", "modified"],
-        window: Mapping[str, datetime],
+        start: datetime,
+        end: datetime,
         *,
         fields: Iterable[str],
         types: Iterable[str],
@@ -507,6 +510,7 @@ class TopClient:
             raise ConfigurationError(f"page_size must be 1..{_wire.MAX_PAGE_SIZE}, got {page_size}")
         if page_no < 1:
             raise ConfigurationError(f"page_no must be >= 1, got {page_no}")
+        window = {f"start_{time_field}": start, f"end_{time_field}": end}
         for name, moment in window.items():
             if getattr(moment, "tzinfo", None) is None:
                 raise ConfigurationError(f"{name} must be a timezone-aware datetime")
@@ -520,7 +524,6 @@ class TopClient:
             "use_has_next": use_has_next or None,
             "status": status,
         }
-        start, end = window.values()  # start_*, end_*: in that order
         query = ListQuery(
             time_field=time_field,
             start=start,
