@@ -195,7 +195,7 @@ class _Entry:
     early: float | None = None  # a poll starting at or after this monotonic time was asked for
     missed: int = 0  # trades this poll delivered that push had not
     delivering: asyncio.Lock = field(factory=asyncio.Lock)  # one handler call per shop at a time
-    delivered: dict[int, datetime] = field(factory=dict)  # tid -> newest modified handed over
+    delivered: dict[int, tuple[datetime, str | None]] = field(factory=dict)  # tid -> newest (modified, status)
 
 
 class _Stop(Exception):
@@ -345,16 +345,24 @@ class Fleet:
 
     @staticmethod
     def _known(entry: _Entry, trade: Trade) -> bool:
-        """Whether this version (or a newer one) of the trade was handed over already."""
+        """Whether this version (or a newer one) of the trade was handed over already.
+
+        Times are whole seconds: two versions in one second (created, then paid at once) print
+        the same ``modified``, so within a second only the same status counts as known.
+        """
         newest = entry.delivered.get(trade.tid)
-        return newest is not None and newest >= trade.modified
+        if newest is None:
+            return False
+        modified, status = newest
+        return modified > trade.modified or (modified == trade.modified and status == trade.status)
 
     @staticmethod
     def _remember(entry: _Entry, trades: Sequence[Trade]) -> None:
         remembered = entry.delivered
         for trade in trades:
             newest = remembered.pop(trade.tid, None)  # re-inserted last: the dict is oldest first
-            remembered[trade.tid] = trade.modified if newest is None else max(newest, trade.modified)
+            version = (trade.modified, trade.status)
+            remembered[trade.tid] = version if newest is None or newest[0] <= trade.modified else newest
         while len(remembered) > _REMEMBERED:
             del remembered[next(iter(remembered))]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Iterable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -24,9 +25,11 @@ from taobao_ordersync import (
     ServerError,
     Shop,
     TopClient,
+    Trade,
     WindowTooDenseError,
 )
-from taobao_ordersync.testing import Chaos, Collector, FakeClock, ShopProfile
+from taobao_ordersync._time import CST
+from taobao_ordersync.testing import Chaos, Collector, Emulator, FakeClock, ShopProfile
 
 FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
 
@@ -353,3 +356,28 @@ async def test_causes_only_an_operator_can_fix_pause_with_the_typed_error(error:
     assert ["paused"] == [event.kind for event in events]
     assert isinstance(events[0].error, expected)
     assert "paused" == fleet.status("shop-1").state
+
+
+async def test_push_deduplication_tells_two_versions_of_one_second_apart(emulator: Emulator) -> None:
+    """Created, then paid within the same second: both versions print the same ``modified``. The
+    paid one is delivered although the created one was (its status differs); the same version
+    twice is not."""
+    got: list[str | None] = []
+
+    async def handler(shop: Shop, batch: Batch) -> None:
+        got.extend(trade.status for trade in batch.trades)
+
+    second = datetime(2026, 11, 11, 0, 0, 1, tzinfo=CST)
+
+    def version(status: str) -> Trade:
+        return Trade(tid=4_000_000_000_000_000_001, modified=second, created=second, raw={}, status=status)
+
+    async with client_for(emulator) as client:
+        fleet = Fleet(client, store=MemoryStore(), handler=handler)
+        fleet.add(Shop(id="shop-1", session="session-1"))
+        created = await fleet.deliver_pushed("shop-1", [version("WAIT_BUYER_PAY")])
+        paid = await fleet.deliver_pushed("shop-1", [version("WAIT_SELLER_SEND_GOODS")])
+        again = await fleet.deliver_pushed("shop-1", [version("WAIT_SELLER_SEND_GOODS")])
+
+    assert (1, 1, 0) == (created, paid, again)
+    assert ["WAIT_BUYER_PAY", "WAIT_SELLER_SEND_GOODS"] == got
