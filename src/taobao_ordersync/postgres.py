@@ -12,6 +12,8 @@ workers may start at once:
   and the fencing ``token`` handed out by a sequence at every claim;
 - ``workers``: live workers and their heartbeats (the rate budget is shared among them);
 - ``app``: the app-wide ``ban_until`` every worker honours;
+- ``push_inbox``: TMC messages a worker consumed for a shop another worker holds, until that
+  worker delivered them (the consumer confirms them to TMC only then);
 - ``schema_version``: the migrations applied.
 
 A save made through ``fenced()`` commits only while the row in ``shops`` still
@@ -27,6 +29,7 @@ import re
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import urlsplit
@@ -57,13 +60,14 @@ __all__ = [
     "FencedRevision",
     "FencedStore",
     "PostgresStore",
+    "PushedMessage",
     "RegisteredShop",
     "Report",
     "ShopSummary",
     "WorkerRecord",
 ]
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # The oldest PostgreSQL major supported: every version still maintained upstream (15, 16, 17, 18).
 MIN_SERVER_VERSION: Final = 15
 HEARTBEAT_ROUND_TRIPS: Final = 6  # BEGIN, the lock, three statements, COMMIT
@@ -115,7 +119,31 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     2: """
         ALTER TABLE {s}.workers ADD COLUMN last_error text, ADD COLUMN failing_since timestamptz;
     """,
+    # TMC messages relayed from the worker that consumed them to the one holding their shop.
+    3: """
+        CREATE TABLE {s}.push_inbox (
+            message_id   bigint PRIMARY KEY,
+            shop_id      text NOT NULL REFERENCES {s}.shops (shop_id) ON DELETE CASCADE,
+            tid          bigint,
+            topic        text NOT NULL,
+            pub_time     timestamptz,
+            forwarded_at timestamptz NOT NULL DEFAULT now(),
+            delivered_at timestamptz
+        );
+        CREATE INDEX push_inbox_waiting ON {s}.push_inbox (shop_id) WHERE delivered_at IS NULL;
+    """,
 }
+
+
+@frozen(kw_only=True)
+class PushedMessage:
+    """A TMC message in the push inbox: what its shop's holder needs to deliver it."""
+
+    message_id: int
+    shop_id: str
+    tid: int | None
+    topic: str
+    pub_time: datetime | None
 
 
 @frozen
@@ -643,6 +671,68 @@ class PostgresStore:
             "now() + make_interval(secs => $1)) RETURNING 1) SELECT pg_notify($2, $1::text) FROM u",
             seconds, self.channel("ban"),
         )  # fmt: skip
+
+    # -- push inbox ------------------------------------------------------------------
+
+    async def forward_push(self, message: PushedMessage) -> bool:
+        """Leave a TMC message for the worker holding its shop, and wake it (NOTIFY); False when
+        the shop is not registered (no worker will ever deliver it)."""
+        s = self.schema
+        rows = await self._fetch(
+            f"WITH shop AS (SELECT shop_id FROM {s}.shops WHERE shop_id = $2), "
+            f"added AS (INSERT INTO {s}.push_inbox (message_id, shop_id, tid, topic, pub_time) "
+            "SELECT $1, shop_id, $3, $4, $5 FROM shop ON CONFLICT (message_id) DO NOTHING RETURNING 1) "
+            "SELECT shop_id, pg_notify($6, shop_id)::text FROM shop",
+            message.message_id, message.shop_id, message.tid, message.topic, message.pub_time, self.channel("push"),
+        )  # fmt: skip
+        return bool(rows)
+
+    async def take_push(self, shop_ids: Sequence[str], *, limit: int = 1_000) -> list[PushedMessage]:
+        """Messages waiting for these shops (held by the caller), oldest first."""
+        if not shop_ids:
+            return []
+        rows = await self._fetch(
+            f"SELECT message_id, shop_id, tid, topic, pub_time FROM {self.schema}.push_inbox "
+            "WHERE shop_id = ANY($1::text[]) AND delivered_at IS NULL ORDER BY message_id LIMIT $2",
+            list(shop_ids), limit,
+        )  # fmt: skip
+        return [
+            PushedMessage(
+                message_id=int(row["message_id"]),
+                shop_id=row["shop_id"],
+                tid=row["tid"],
+                topic=row["topic"],
+                pub_time=row["pub_time"],
+            )
+            for row in rows
+        ]
+
+    async def push_delivered(self, message_ids: Sequence[int]) -> None:
+        """The holder delivered these messages' trades: their consumers may confirm them."""
+        await self._fetch(
+            f"UPDATE {self.schema}.push_inbox SET delivered_at = now() "
+            "WHERE message_id = ANY($1::bigint[]) AND delivered_at IS NULL RETURNING 1",
+            list(message_ids),
+        )
+
+    async def push_backlog(self) -> int:
+        """Messages in the push inbox not yet delivered by their shops' holders."""
+        count = await self._fetchval(f"SELECT count(*) FROM {self.schema}.push_inbox WHERE delivered_at IS NULL")
+        return int(count)
+
+    async def push_settled(self, message_ids: Sequence[int]) -> set[int]:
+        """Which of these forwarded messages may be confirmed: delivered (their rows are deleted now)
+        or gone with their shop. One statement: the outer query sees the rows before the delete."""
+        s = self.schema
+        rows = await self._fetch(
+            f"WITH asked AS (SELECT unnest($1::bigint[]) AS message_id), "
+            f"gone AS (DELETE FROM {s}.push_inbox i USING asked a "
+            "WHERE i.message_id = a.message_id AND i.delivered_at IS NOT NULL RETURNING 1) "
+            f"SELECT a.message_id FROM asked a WHERE NOT EXISTS (SELECT 1 FROM {s}.push_inbox i "
+            "WHERE i.message_id = a.message_id AND i.delivered_at IS NULL)",
+            list(message_ids),
+        )
+        return {int(row["message_id"]) for row in rows}
 
     # -- plumbing --------------------------------------------------------------------
 

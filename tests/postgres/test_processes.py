@@ -23,6 +23,7 @@ import pytest
 
 from taobao_ordersync import Checkpoint
 from taobao_ordersync._convert import structure_trade
+from taobao_ordersync._time import floor_second
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
@@ -286,3 +287,57 @@ async def scenario(
         worker.process.send_signal(signal.SIGTERM)
     assert [0, 0] == [await paused.finish(), await survivor.finish()]
     assert {None} == set((await owners(admin)).values())
+
+
+async def test_worker_tmc_delivers_a_change_by_push_before_any_poll(
+    make_emulator: Any, postgres_server: LocalPostgres, tmp_path: Path
+) -> None:
+    """`worker --tmc`: the worker permits its shop's seller, consumes the app's messages and hands a
+    change to its output within seconds, though its next poll is an hour away; the message is
+    confirmed, and SIGTERM stops the worker cleanly. Shop ids are seller nicks, as messages name them."""
+    async with make_emulator(shops=1, seed=31, profile=ShopProfile(orders_per_day=40, history_days=1)) as emu:
+        state = emu.shops[0]
+        schema = new_schema()
+        async with PostgresStore(postgres_server.dsn, schema=schema) as admin:
+            await admin.add_shops(state.nick)
+            sessions = tmp_path / "sessions.json"
+            sessions.write_text(json.dumps({state.nick: state.session}), encoding="utf-8")
+            args = [
+                "-m", "taobao_ordersync", "worker", "--tmc", "--push-mode", "fullinfo",
+                "--postgres", postgres_server.dsn, "--schema", schema, "--url", emu.url, "--sessions", str(sessions),
+                "--lease", str(LEASE), "--lag", str(LAG), "--min-interval", "3600", "--max-interval", "3600",
+            ]  # fmt: skip
+            env = {**os.environ, "TAOBAO_APP_KEY": emu.app_key, "TAOBAO_APP_SECRET": emu.app_secret}
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+            )
+            worker = WorkerProcess("tmc", process, defaultdict(Collector))
+            try:
+                await wait_for(lambda: _true(emu.tmc.permitted(state.id)), 30, "the seller's permit")
+
+                async def synced() -> bool:
+                    [shop] = await admin.shops()
+                    return shop.checkpoint is not None and shop.checkpoint.backfill_done
+
+                await wait_for(synced, 30, "the first sync")  # the next poll is an hour away
+                tid = next(iter(emu.shop(state.id).trades))
+                collector = worker.collectors[state.nick]
+                deliveries = collector.deliveries
+                emu.modify(state.id, tid)
+                changed = floor_second(emu.shop(state.id).trades[tid].versions[-1].modified)
+
+                async def pushed() -> bool:
+                    return collector.newest[tid] >= changed and emu.tmc.confirmed >= 1
+
+                await wait_for(pushed, 15, "the change, by push")
+                assert deliveries + 1 == collector.deliveries  # that trade alone: no poll ran
+            finally:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                code = await worker.finish()
+    assert 0 == code, "".join(worker.stderr)
+    assert worker.said("consuming TMC group 'default'") == 1
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from taobao_ordersync.errors import (
     SchemaVersionError,
     StoreUnavailableError,
 )
-from taobao_ordersync.postgres import SCHEMA_VERSION, PostgresStore
+from taobao_ordersync.postgres import SCHEMA_VERSION, PostgresStore, PushedMessage
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
@@ -352,3 +353,32 @@ def test_a_server_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> Non
         LocalPostgres(binaries=fake).start()
 
     assert before == set(Path(tempfile.gettempdir()).glob("taobao-ordersync-pg-*"))
+
+
+@pytest.mark.every_postgres
+async def test_the_push_inbox_holds_a_message_until_its_shops_holder_delivered_it(pg_store: PostgresStore) -> None:
+    """A forwarded message waits for its shop's holder; the consumer may confirm it once it was delivered
+    (its row is deleted then) or its shop was unregistered, never before. An unregistered shop's message
+    is refused, and a redelivered message is kept once."""
+    await pg_store.add_shops("a", "b")
+    pub_time = datetime(2026, 12, 1, 8, 0, 5, tzinfo=UTC)
+
+    def message(message_id: int, shop_id: str) -> PushedMessage:
+        return PushedMessage(
+            message_id=message_id, shop_id=shop_id, tid=1000 + message_id, topic="t", pub_time=pub_time
+        )
+
+    assert not await pg_store.forward_push(message(9, "unregistered"))
+    for message_id, shop_id in ((1, "a"), (1, "a"), (2, "a"), (3, "b")):
+        assert await pg_store.forward_push(message(message_id, shop_id))
+    assert 3 == await pg_store.push_backlog()
+    assert [message(1, "a"), message(2, "a")] == await pg_store.take_push(["a"])
+    assert set() == await pg_store.push_settled([1, 2, 3])
+
+    await pg_store.push_delivered([1])
+    assert [message(2, "a")] == await pg_store.take_push(["a"])
+    assert {1} == await pg_store.push_settled([1, 2, 3])
+    assert {1} == await pg_store.push_settled([1])  # its row is gone: still settled for a late asker
+    await pg_store.remove_shops("b")
+    assert {3} == await pg_store.push_settled([2, 3])
+    assert 1 == await pg_store.push_backlog()
