@@ -315,7 +315,8 @@ class PostgresStore:
             for version in range(found + 1, SCHEMA_VERSION + 1):
                 await connection.execute(_MIGRATIONS[version].format(s=s))
                 await connection.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", version)
-            self.round_trips += 4 + 2 * (SCHEMA_VERSION - found)
+            # BEGIN, the lock, the schema, the version table, the version read and COMMIT; two per migration.
+            self.round_trips += 6 + 2 * (SCHEMA_VERSION - found)
         return found
 
     # -- CheckpointStore ---------------------------------------------------------------

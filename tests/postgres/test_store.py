@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,11 +19,13 @@ from taobao_ordersync.errors import (
     SchemaVersionError,
     StoreUnavailableError,
 )
-from taobao_ordersync.postgres import SCHEMA_VERSION, PostgresStore
+from taobao_ordersync.postgres import HEARTBEAT_ROUND_TRIPS, SCHEMA_VERSION, PostgresStore
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
 from .conftest import new_schema
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
 
@@ -315,6 +320,59 @@ async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None
     await pg_store.ban(60)
     beat = await pg_store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=[])
     assert 55 < beat.ban_left <= 60
+
+
+async def test_round_trips_count_every_statement_sent(postgres_server: LocalPostgres) -> None:
+    """``round_trips`` grows by exactly the statements each call sends (asyncpg's query logger on the
+    pool's one connection sees them all; the pool's reset on release is asyncpg's, not ours), and a
+    heartbeat is ``HEARTBEAT_ROUND_TRIPS`` of them."""
+    async with PostgresStore(postgres_server.dsn, schema=new_schema(), pool_size=1) as store:
+        # asyncpg looks up the heartbeat's array types once per connection (three statements of its own).
+        await store.heartbeat("warm-up", host="h", pid=1, lease=30, budget=5.0, reports=[])
+        sent: list[str] = []
+        async with store._connection("test") as connection:
+            reset = connection.get_reset_query()
+            connection.add_query_logger(lambda record: sent.append(record.query))
+        counted: dict[str, tuple[int, int]] = {}
+
+        async def count(name: str, call: Awaitable[T]) -> T | None:
+            before = (store.round_trips, len(sent))
+            result = None
+            with contextlib.suppress(LeaseLostError, CheckpointConflictError):
+                result = await call
+            await asyncio.sleep(0)  # the logger is called soon after each statement, not during it
+            statements = [query for query in sent[before[1] :] if query != reset]
+            counted[name] = (store.round_trips - before[0], len(statements))
+            return result
+
+        await count("add_shops", store.add_shops("a", "b", "c"))
+        await count("remove_shops", store.remove_shops("c"))
+        tokens = await count("claim", store.claim("w", ["a", "b"], 2, lease=30))
+        assert tokens is not None
+        await count("claim nothing", store.claim("w", ["a"], 0, lease=30))
+        await count("load absent", store.load("a"))
+        await count("save new", store.save("x", "{}", expected_revision=None))
+        await count("save next", store.save("x", "{}", expected_revision=1))
+        await count("save conflict", store.save("x", "{}", expected_revision=1))
+        await count("save fenced", store.save_fenced("a", "{}", expected_revision=None, fence=("w", tokens["a"])))
+        await count("save refused", store.save_fenced("a", "{}", expected_revision=1, fence=("v", 0)))
+        await count("load", store.load("a"))
+        await count("shop_ids", store.shop_ids())
+        await count("shops", store.shops())
+        await count("summary", store.summary())
+        await count("workers", store.workers())
+        reports = [("a", tokens["a"], 1.0, "waiting", 2.0, None)]
+        await count("heartbeat", store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=reports))
+        await count("heartbeat failure", store.report_heartbeat_failure("w", host="h", pid=1, error="e", failing_for=1))
+        await count("record_error", store.record_error("a", "w", "AuthenticationError: session expired"))
+        await count("ban", store.ban(1))
+        await count("nudge", store.nudge())
+        await count("release some", store.release("w", ["b"]))
+        await count("retire", store.retire("w"))
+        await count("migrate", store.migrate())
+
+    assert {name: (statements, statements) for name, (_, statements) in counted.items()} == counted
+    assert HEARTBEAT_ROUND_TRIPS == counted["heartbeat"][0]
 
 
 async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store: PostgresStore) -> None:
