@@ -155,23 +155,23 @@ class Database:
         """The NOTIFY channel of ``topic`` for this schema."""
         return f"{self.schema}_{topic}"
 
-    async def fetch(self, query: str, *args: Any) -> list[Any]:
-        """The rows of the query named ``query``, in one statement."""
+    async def fetch(self, name: str, *args: Any) -> list[Any]:
+        """The rows of the query named ``name``, in one statement."""
         async with self.connection("query") as connection:
             self.round_trips += 1
-            return list(await connection.fetch(self.sql[query], *args))
+            return list(await connection.fetch(self.sql[name], *args))
 
-    async def fetchrow(self, query: str, *args: Any) -> Any:
-        """The first row of the query named ``query`` (None: no row), in one statement."""
+    async def fetchrow(self, name: str, *args: Any) -> Any:
+        """The first row of the query named ``name`` (None: no row), in one statement."""
         async with self.connection("query") as connection:
             self.round_trips += 1
-            return await connection.fetchrow(self.sql[query], *args)
+            return await connection.fetchrow(self.sql[name], *args)
 
-    async def fetchval(self, query: str, *args: Any) -> Any:
-        """The first value of the query named ``query`` (None: no row), in one statement."""
+    async def fetchval(self, name: str, *args: Any) -> Any:
+        """The first value of the query named ``name`` (None: no row), in one statement."""
         async with self.connection("query") as connection:
             self.round_trips += 1
-            return await connection.fetchval(self.sql[query], *args)
+            return await connection.fetchval(self.sql[name], *args)
 
     @asynccontextmanager
     async def connection(self, what: str) -> AsyncIterator[asyncpg.Connection]:

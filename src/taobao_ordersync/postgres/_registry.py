@@ -54,10 +54,11 @@ def _valid_ids(shop_ids: Sequence[object]) -> list[str]:
     return ids
 
 
-async def _change_shops(db: Database, change: str, *args: Any) -> int:
-    """Run a registry change, which wakes every worker to rebalance if it changed anything (a NOTIFY on
-    the ``shops`` channel, its last argument, in the same statement); returns how many shops changed."""
-    rows = await db.fetch(change, *args, db.channel("shops"))
+async def _change_shops(db: Database, name: str, *args: Any) -> int:
+    """Run the registry change named ``name``, which wakes every worker to rebalance if it changed
+    anything (a NOTIFY on the ``shops`` channel, its last argument, in the same statement); returns
+    how many shops changed."""
+    rows = await db.fetch(name, *args, db.channel("shops"))
     return int(rows[0]["n"])
 
 
