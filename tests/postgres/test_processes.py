@@ -28,7 +28,7 @@ from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
 
 SHOPS = 200
 RATE = 150.0  # the app's budget, and the emulator's rate limit: exceeding it earns code-7 bans
@@ -144,12 +144,12 @@ async def install_checkpoint_log(admin: PostgresStore) -> None:
         f"""CREATE TRIGGER log AFTER INSERT OR UPDATE ON {s}.checkpoints
             FOR EACH ROW EXECUTE FUNCTION {s}.log_checkpoint()""",
     ):
-        await admin._fetch(statement)
+        await run_sql(admin, statement)
 
 
 async def assert_no_checkpoint_moved_backwards(admin: PostgresStore) -> int:
     log = f"SELECT shop_id, revision, data FROM {admin.schema}.checkpoint_log ORDER BY n"
-    rows = await admin._fetch(log)
+    rows = await run_sql(admin, log)
     last: dict[str, tuple[int, Any, Any]] = {}
     for row in rows:
         checkpoint = Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
@@ -227,7 +227,7 @@ async def scenario(
     killed_at = time.monotonic()
     assert -signal.SIGKILL == await victim.finish()  # also lets a renewal it had in flight land
     leases = f"SELECT shop_id, lease_until, claimed_at FROM {admin.schema}.shops WHERE shop_id = ANY($1::text[])"
-    last_lease = {row["shop_id"]: row["lease_until"] for row in await admin._fetch(leases, victims_shops)}
+    last_lease = {row["shop_id"]: row["lease_until"] for row in await run_sql(admin, leases, victims_shops)}
 
     async def taken_over() -> bool:
         now = await owners(admin)
@@ -237,7 +237,7 @@ async def scenario(
     pickup = time.monotonic() - killed_at
     # Each shop was claimed as its last lease ran out (measured on the database's clock), so within
     # one lease of the kill; the wall-clock bound leaves this loaded machine some slack.
-    for row in await admin._fetch(leases, victims_shops):
+    for row in await run_sql(admin, leases, victims_shops):
         late = (row["claimed_at"] - last_lease[row["shop_id"]]).total_seconds()
         assert late < 0.5, f"{row['shop_id']} claimed {late:.2f} s after its lease ran out"
     assert pickup <= LEASE + 1.0, f"shops moved {pickup:.2f} s after the kill; the lease is {LEASE} s"
@@ -269,7 +269,8 @@ async def scenario(
         report = emu.verify_sync(shop.checkpoint, collectors[shop.shop_id])
         if report.lost:  # diagnostics for the failure message
             record = emu.shop(shop.shop_id).trades[report.missing[0]]
-            log = await admin._fetch(
+            log = await run_sql(
+                admin,
                 f"SELECT revision, owner, data FROM {admin.schema}.checkpoint_log WHERE shop_id = $1 ORDER BY n",
                 shop.shop_id,
             )

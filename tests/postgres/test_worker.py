@@ -21,7 +21,7 @@ from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.worker import Worker
 from tests.conftest import client_for
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
 
 FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
 LEASE = 1.5
@@ -451,7 +451,7 @@ async def test_a_worker_whose_heartbeat_keeps_failing_says_so_and_gives_up(
     past a lease it logs an ERROR and `status` (workers()) shows the error and for how long; after
     give_up_after, run() ends with HeartbeatFailedError (the CLI's exit code 11) instead of trying forever."""
     async with cluster(make_emulator, postgres_server, shops=1, seed=13) as (group, admin):
-        await admin._fetch(f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
+        await run_sql(admin, f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
         started = time.monotonic()
         worker = await group.start("doomed", give_up_after=3 * LEASE)
         await asyncio.sleep(LEASE / 2)
