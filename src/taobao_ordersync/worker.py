@@ -527,7 +527,7 @@ class Worker:
             self._unresolved.add(shop_id)
             if first:
                 logger.warning("worker %s: %s; retrying every heartbeat", self.worker_id, error)
-                self.fleet._emit(FleetEvent(shop_id, "paused", error))  # through the fleet's guarded callback
+                self._tell(FleetEvent(shop_id, "paused", error))
                 with contextlib.suppress(CheckpointError):
                     await self.store.record_error(shop_id, self.worker_id, f"SessionUnavailableError: {error}")
             return None
@@ -581,6 +581,15 @@ class Worker:
                 asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
         if self.on_event is not None:
             self.on_event(event)  # the fleet guards this call: a failing callback is logged, not raised
+
+    def _tell(self, event: FleetEvent) -> None:
+        """An event of a shop the fleet does not sync yet (no session): to ``on_event``, guarded as
+        the fleet guards it (a failing callback is logged, never raised into the worker)."""
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("on_event callback failed for %s", event)
 
     # -- app-wide signals ----------------------------------------------------------------
 
