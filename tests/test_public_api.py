@@ -41,6 +41,7 @@ PURE = (
     "models.py",
     "errors.py",
     "planner.py",
+    "_options.py",
 )
 SHELL = {"asyncio", "aiohttp", "backoff", "sqlite3", "time", "socket"}
 

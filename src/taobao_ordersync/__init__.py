@@ -37,11 +37,11 @@ from taobao_ordersync.errors import (
     WindowTooDenseError,
     WindowTooLargeError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, PushObserver, ShopStatus
+from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, PollPolicy, PushObserver, ShopStatus
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
-from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer
+from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer, SyncerOptions
 from taobao_ordersync.tmc import PushMode, TmcConsumer, TmcMessage, TmcStats
 from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
 
@@ -69,6 +69,7 @@ __all__ = [
     "ConnectError",
     "Fleet",
     "FleetEvent",
+    "FleetOptions",
     "HeartbeatFailedError",
     "InvalidRequestError",
     "LeaseLostError",
@@ -93,6 +94,7 @@ __all__ = [
     "StoredCheckpoint",
     "SyncError",
     "Syncer",
+    "SyncerOptions",
     "SystemClock",
     "TaobaoOrderSyncError",
     "TmcConsumer",

@@ -32,10 +32,11 @@ import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol, Unpack
 
 from attrs import define, evolve, field, frozen
 
+from taobao_ordersync import _options
 from taobao_ordersync._time import SECOND, floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import Clock, wait_until_set
@@ -55,9 +56,9 @@ from taobao_ordersync.errors import (
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore
-from taobao_ordersync.syncer import Batch, Syncer
+from taobao_ordersync.syncer import Batch, Syncer, SyncerOptions
 
-__all__ = ["Fleet", "FleetEvent", "PollPolicy", "PushObserver", "ShopStatus"]
+__all__ = ["Fleet", "FleetEvent", "FleetOptions", "PollPolicy", "PushObserver", "ShopStatus"]
 
 logger = logging.getLogger("taobao_ordersync.fleet")
 
@@ -178,6 +179,19 @@ class ShopStatus:
     calls: int = 0
 
 
+class FleetOptions(SyncerOptions, total=False):
+    """The options of ``Fleet`` a ``Worker`` hands on to its fleet, with the ``Syncer``'s.
+
+    Their meaning, defaults and checks are ``Fleet``'s and ``Syncer``'s (one definition);
+    ``policy`` and ``on_event`` are the ``Worker``'s own arguments.
+    """
+
+    concurrency: int
+    turn_batches: int
+    seed: int | None
+    clock: Clock | None
+
+
 @define
 class _Entry:
     shop: Shop
@@ -213,8 +227,13 @@ class Fleet:
         policy: default ``PollPolicy``; ``add(..., policy=...)`` overrides per shop.
         turn_batches: batches one shop may take per turn before the next shop's turn.
         on_event: called with a ``FleetEvent`` for pauses, back-offs, handler failures, polls.
+        seed: seeds the jitter of poll intervals (None: a random seed).
         clock: the clock polls and back-offs are scheduled on (default: the client's).
-        **syncer_options: passed to ``Syncer`` (``lag``, ``page_size``, ``fullinfo``, ...).
+        **syncer_options: the fleet's one ``Syncer``'s options (``SyncerOptions``: ``lag``,
+            ``page_size``, ``fullinfo``, ...), the same for every shop.
+
+    Raises:
+        ConfigurationError: an option is unknown or has a wrong type or value (it is named).
     """
 
     def __init__(
@@ -229,16 +248,22 @@ class Fleet:
         on_event: Callable[[FleetEvent], None] | None = None,
         seed: int | None = None,
         clock: Clock | None = None,
-        **syncer_options: Any,
+        **syncer_options: Unpack[SyncerOptions],
     ) -> None:
-        if concurrency < 1 or turn_batches < 1:
-            raise ConfigurationError("concurrency and turn_batches must be at least 1")
+        _options.check_known("Fleet", syncer_options, SyncerOptions.__optional_keys__)
+        if not callable(handler):
+            raise ConfigurationError(f"handler must be an async callable handler(shop, batch), got {handler!r}")
         self.client = client
         self.handler = handler
-        self.concurrency = concurrency
+        self.concurrency = _options.whole("concurrency", concurrency, least=1)
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise ConfigurationError(f"policy must be a PollPolicy (or None), got {policy!r}")
         self.policy = policy or PollPolicy()
-        self.turn_batches = turn_batches
+        self.turn_batches = _options.whole("turn_batches", turn_batches, least=1)
+        _options.callback("on_event", on_event)
         self.on_event = on_event
+        if seed is not None and type(seed) is not int:
+            raise ConfigurationError(f"seed must be an int (or None), got {seed!r}")
         self.clock: Clock = clock or client.clock
         self.syncer = Syncer(client, store=store, **syncer_options)
         self._entries: dict[str, _Entry] = {}
