@@ -42,6 +42,7 @@ PURE = (
     "errors.py",
     "planner.py",
     "_options.py",
+    "checkpoint.py",
 )
 SHELL = {"asyncio", "aiohttp", "backoff", "sqlite3", "time", "socket"}
 

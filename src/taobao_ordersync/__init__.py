@@ -3,9 +3,9 @@
 The public API is exactly ``__all__``.
 """
 
-from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._retry import RetryPolicy
 from taobao_ordersync._wire import ALL_TRADE_TYPES
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.client import DEFAULT_URL, TopClient
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
 from taobao_ordersync.errors import (

@@ -683,7 +683,7 @@ async def _status(args: argparse.Namespace) -> int:
     if not shop_ids:
         print("no shops have a checkpoint yet")
         return OK
-    from taobao_ordersync._checkpoint import Checkpoint
+    from taobao_ordersync.checkpoint import Checkpoint
 
     now = datetime.now().astimezone()
     print(f"{'shop':<20} {'phase':<10} {'checkpoint (CST)':<20} {'behind (local clock)':<20}")
@@ -692,10 +692,9 @@ async def _status(args: argparse.Namespace) -> int:
         if stored is None:
             continue
         checkpoint = Checkpoint.from_json(stored.data, shop_id=shop_id)
-        position = checkpoint.backfilled_to or checkpoint.cursor
         phase = "increments" if checkpoint.backfill_done else "backfill"
-        behind = now - position
-        print(f"{shop_id:<20} {phase:<10} {position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
+        behind = now - checkpoint.position
+        print(f"{shop_id:<20} {phase:<10} {checkpoint.position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
     return OK
 
 
@@ -899,7 +898,7 @@ async def _postgres_status(args: argparse.Namespace) -> int:
             phase, position = "-", "-"
         else:
             phase = "increments" if checkpoint.backfill_done else "backfill"
-            position = f"{(checkpoint.backfilled_to or checkpoint.cursor):%Y-%m-%d %H:%M:%S}"
+            position = f"{checkpoint.position:%Y-%m-%d %H:%M:%S}"
         behind = _duration(shop.behind) if shop.behind is not None else "-"
         error = f"  {shop.last_error}" if shop.last_error else ""
         print(

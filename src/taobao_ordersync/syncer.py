@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Final, Literal, TypedDict
 from attrs import define, evolve, field, frozen
 
 from taobao_ordersync import _options, _wire
-from taobao_ordersync._checkpoint import Checkpoint, Key
 from taobao_ordersync._paging import CountProof, SeamCheck, newest_second, page_count, page_plan
 from taobao_ordersync._retry import is_transient
 from taobao_ordersync._time import SECOND, floor_second
+from taobao_ordersync.checkpoint import Checkpoint, Key
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
     BusinessError,
@@ -90,6 +90,11 @@ class Batch:
 class ShopProgress:
     """Where one shop's sync stands, updated as it runs (for progress displays and status).
 
+    The positions come from the shop's checkpoint (None until it is loaded): ``cursor`` is how
+    far the sync has read (creation time during the backfill, then modification time),
+    ``target`` where this run stops, ``backfilled_to`` how far the backfill has read (None
+    once it is done: ask ``backfill_done``).
+
     Counters are since this ``Syncer`` was created: ``splits`` counts windows cut because
     they were too big, ``tie_rereads`` seconds read again because a trade of theirs showed
     on two pages (ties that may have moved), ``missing`` the listed trades fullinfo does not
@@ -111,6 +116,11 @@ class ShopProgress:
     tie_rereads: int = 0
     calls: int = 0
     missing: list[int] = field(factory=list)
+
+    @property
+    def backfill_done(self) -> bool:
+        """Whether the shop's backfill is complete (False also before its checkpoint is loaded)."""
+        return self.origin is not None and self.backfilled_to is None
 
     @property
     def behind(self) -> timedelta | None:
@@ -370,7 +380,7 @@ class Syncer:
         progress.origin = checkpoint.origin
         progress.backfill_from = checkpoint.backfill_from
         progress.backfilled_to = checkpoint.backfilled_to
-        progress.cursor = checkpoint.cursor if checkpoint.backfill_done else checkpoint.backfilled_to
+        progress.cursor = checkpoint.position
 
     async def _backfill(self, shop: Shop, checkpoint: Checkpoint, horizon: datetime) -> _Steps:
         progress = self.progress(shop.id)
