@@ -340,7 +340,7 @@ class Fleet:
 
         Versions already handed over (by polling or push) are left out; the rest go to the
         handler as one ``Batch`` with ``phase="push"`` (its window: the seconds they were
-        modified in, ``commits=False``), never while the handler is busy with the same shop.
+        modified in), never while the handler is busy with the same shop.
         Returns how many trades the handler took. The handler's exceptions propagate (and
         are reported as ``handler_failed``); nothing is remembered as delivered then.
         """

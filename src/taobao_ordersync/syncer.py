@@ -458,7 +458,7 @@ class Syncer:
                 queue.extend(reversed(split(window)))
                 continue
             progress.windows += 1
-            if window.commits:
+            if window._commits:
                 carried = frozenset(key for key, at in seen.items() if at == window.end)
                 yield _Reached(window.end, carried)
                 seen = dict.fromkeys(carried, window.end)
@@ -508,7 +508,7 @@ class Syncer:
                 seams.record(page_no, sightings)
                 yield await self._deliver(shop, phase, window, page, seen)
                 reached = newest_second(sightings) if stable else None
-                if reached is not None and window.commits:
+                if reached is not None and window._commits:
                     async for step in self._reread_seconds(shop, phase, window, seams, seen, before=reached):
                         yield step
                     yield _Reached(reached, frozenset(key for key, at in seen.items() if at == reached))
