@@ -10,7 +10,7 @@ What it shows:
   (a ``handler_failed`` event), never skipping them;
 - status lines from ``fleet.statuses()`` while it runs, and events from ``on_event``;
 - a bounded run: it waits until every shop has completed a poll
-  (``await fleet.polled(shop_id)``) or been paused, then ``fleet.stop()``.
+  (``await fleet.next_poll(shop_id)``) or been paused, then ``fleet.stop()``.
 
 Run it:
 
@@ -94,7 +94,7 @@ def status_line(status: ShopStatus) -> str:
 
 async def settled(fleet: Fleet, shop_id: str, paused: asyncio.Event) -> None:
     """Until the shop completes a poll (it has caught up) or is paused."""
-    polled = asyncio.ensure_future(fleet.polled(shop_id))
+    polled = asyncio.ensure_future(fleet.next_poll(shop_id))
     stopped = asyncio.ensure_future(paused.wait())
     await asyncio.wait({polled, stopped}, return_when=asyncio.FIRST_COMPLETED)
     polled.cancel()

@@ -30,6 +30,7 @@ import asyncio
 import heapq
 import logging
 import random
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol, Unpack
@@ -420,15 +421,23 @@ class Fleet:
         """Every shop's status, by id."""
         return [self.status(shop_id) for shop_id in self.shop_ids]
 
-    async def polled(self, shop_id: str) -> None:
+    async def next_poll(self, shop_id: str) -> None:
         """Wait until the shop's next poll completes (it has caught up to Taobao's now - lag).
 
+        A poll already completed does not count, nor one completing before this is awaited.
         Raises the shop's error if it is paused instead, and ``asyncio.CancelledError`` if it is
         removed or the fleet stops first.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._entries[shop_id].waiters.append(future)
         await future
+
+    def polled(self, shop_id: str) -> Awaitable[None]:
+        """Deprecated name of ``next_poll`` (it waits for the *next* poll); goes in the next release."""
+        warnings.warn(
+            "Fleet.next_poll() is deprecated: use Fleet.next_poll() (the same wait)", DeprecationWarning, stacklevel=2
+        )
+        return self.next_poll(shop_id)
 
     # -- running ---------------------------------------------------------------------
 
@@ -586,7 +595,7 @@ class Fleet:
 
     @staticmethod
     def _release(entry: _Entry, error: BaseException | None, *, polled: bool = False) -> None:
-        """Wake everyone waiting in ``polled()`` for this shop."""
+        """Wake everyone waiting in ``next_poll()`` for this shop."""
         for waiter in entry.waiters:
             if waiter.done():
                 continue
