@@ -69,8 +69,15 @@ AUDIT_LOST: Final = 12  # audit: trades were missing or stale in the SQLite file
 AUDIT_EXTRA: Final = 13  # audit: nothing lost, but the file holds trades Taobao does not list
 INTERRUPTED: Final = 130
 
-ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
-ENV_POSTGRES = "TAOBAO_ORDERSYNC_POSTGRES"
+# Environment variables: one scheme, the package's name first (docs/reference.md lists them).
+ENV_KEY: Final = "TAOBAO_ORDERSYNC_APP_KEY"
+ENV_SECRET: Final = "TAOBAO_ORDERSYNC_APP_SECRET"  # noqa: S105 (the variable's name, not a secret)
+ENV_SESSION: Final = "TAOBAO_ORDERSYNC_SESSION"
+ENV_POSTGRES: Final = "TAOBAO_ORDERSYNC_POSTGRES"
+#: The names before it, still read (with a warning) for one release when the new one is not set.
+OLD_ENV: Final = {ENV_KEY: "TAOBAO_APP_KEY", ENV_SECRET: "TAOBAO_APP_SECRET", ENV_SESSION: "TAOBAO_SESSION"}
+
+logger = logging.getLogger("taobao_ordersync.cli")
 
 
 def _default(owner: Callable[..., object], name: str) -> Any:
@@ -376,8 +383,17 @@ async def _emulator(args: argparse.Namespace) -> int:
     return OK
 
 
+def _environ(name: str) -> str | None:
+    """The variable ``name``, else its old name's value, with a warning to rename it."""
+    value = os.environ.get(name)
+    old = OLD_ENV.get(name)
+    if not value and old is not None and (value := os.environ.get(old)):
+        logger.warning("$%s is deprecated and goes in the next release: set $%s instead", old, name)
+    return value
+
+
 def _require(value: str | None, env: str, what: str) -> str:
-    value = value or os.environ.get(env)
+    value = value or _environ(env)
     if not value:
         raise ConfigurationError(f"missing {what}: pass --{what.replace(' ', '-')} or set ${env}")
     return value
@@ -704,7 +720,7 @@ async def _status(args: argparse.Namespace) -> int:
 def _open_postgres(args: argparse.Namespace) -> Any:
     from taobao_ordersync.postgres import PostgresStore
 
-    dsn = args.postgres or os.environ.get(ENV_POSTGRES)
+    dsn = args.postgres or _environ(ENV_POSTGRES)
     if not dsn:
         raise ConfigurationError(f"missing PostgreSQL URI: pass --postgres or set ${ENV_POSTGRES}")
     return PostgresStore(dsn, schema=args.schema)
