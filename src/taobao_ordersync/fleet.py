@@ -435,7 +435,7 @@ class Fleet:
     def polled(self, shop_id: str) -> Awaitable[None]:
         """Deprecated name of ``next_poll`` (it waits for the *next* poll); goes in the next release."""
         warnings.warn(
-            "Fleet.next_poll() is deprecated: use Fleet.next_poll() (the same wait)", DeprecationWarning, stacklevel=2
+            "Fleet.polled() is deprecated: use Fleet.next_poll() (the same wait)", DeprecationWarning, stacklevel=2
         )
         return self.next_poll(shop_id)
 

@@ -300,7 +300,7 @@ async def test_polled_is_the_old_name_of_next_poll() -> None:
     fleet, _ = scripted_fleet([], [])
     runner = asyncio.create_task(fleet.run())
     try:
-        with pytest.warns(DeprecationWarning, match=r"Fleet\.next_poll\(\)"):
+        with pytest.warns(DeprecationWarning, match=r"Fleet\.polled\(\) is deprecated: use Fleet\.next_poll\(\)"):
             waiting = fleet.polled("shop-1")
         await asyncio.wait_for(waiting, 10)
     finally:
