@@ -206,6 +206,12 @@ class Syncer:
         on_expired: ``"raise"`` (default) a ``CheckpointExpiredError`` when a checkpoint
             is older than Taobao's 3-month horizon, or ``"rebackfill"`` to start over.
         on_progress: called with the shop's ``ShopProgress`` after every page.
+
+    ``SyncerOptions`` names these options (all but ``client`` and ``store``) for the
+    ``Fleet`` and ``Worker`` that pass them on.
+
+    Raises:
+        ConfigurationError: an option has a wrong type or value (it is named).
     """
 
     def __init__(
