@@ -147,23 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=max_backoff,
         help=f"--follow: the longest wait after failures (default {max_backoff:g})",
     )
-    sync.add_argument(
-        "--tmc", action="store_true", help="--follow: TMC push messages for freshness, polling as the proof"
-    )
+    _push_arguments(sync, "--follow: TMC push messages for freshness, polling as the proof")
     sync.add_argument("--seller-nick", help="--tmc: the seller's nick, as TMC messages name it (required)")
-    sync.add_argument("--group", default="default", help="--tmc: the TMC group to consume (default 'default')")
-    sync.add_argument(
-        "--push-mode",
-        choices=("auto", "fullinfo", "poll"),
-        default="auto",
-        help="--tmc: fetch each changed trade, poll early, or choose by change rate (default auto)",
-    )
-    sync.add_argument(
-        "--reconcile-interval",
-        type=float,
-        default=300.0,
-        help="--tmc: seconds between polls while push is healthy (default 300; --interval when it is not)",
-    )
 
     audit = commands.add_parser(
         "audit", help="check that a `sync --out` SQLite file holds every trade Taobao has (and --repair it)"
@@ -228,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--worker-id", help="a unique name (default: host, pid and a random suffix)")
     worker.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+    _push_arguments(
+        worker,
+        "also consume the app's TMC messages (shop ids are seller nicks); a message of a shop another worker "
+        "holds reaches it through PostgreSQL",
+    )
     give_up_after = _default(Worker, "give_up_after")
     worker.add_argument(
         "--give-up-after",
@@ -258,6 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _postgres(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--postgres", metavar="DSN", help=f"PostgreSQL URI (or ${ENV_POSTGRES})")
     parser.add_argument("--schema", default="taobao_ordersync", help="PostgreSQL schema (default taobao_ordersync)")
+
+
+def _push_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--tmc", action="store_true", help=what)
+    parser.add_argument("--group", default="default", help="--tmc: the TMC group to consume (default 'default')")
+    parser.add_argument(
+        "--push-mode",
+        choices=("auto", "fullinfo", "poll"),
+        default="auto",
+        help="--tmc: fetch each changed trade, poll early, or choose by change rate (default auto)",
+    )
+    parser.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=300.0,
+        help="--tmc: seconds between polls while push is healthy (default 300; the policy's when it is not)",
+    )
 
 
 def _credentials(parser: argparse.ArgumentParser) -> None:
@@ -790,6 +797,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
     from taobao_ordersync.fleet import FleetEvent, PollPolicy
     from taobao_ordersync.syncer import Batch
+    from taobao_ordersync.tmc import TmcConsumer
     from taobao_ordersync.worker import Worker
 
     app_key = _require(args.app_key, ENV_KEY, "app key")
@@ -827,15 +835,24 @@ async def _worker(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 **_syncer_options(args),
             )
+            push = None
+            if args.tmc:
+                push = TmcConsumer(
+                    worker.fleet,
+                    group_name=args.group,
+                    mode=args.push_mode,
+                    reconcile_interval=args.reconcile_interval,
+                )
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, worker.stop)
             print(
-                f"worker {worker.worker_id} started on {store.where} (PostgreSQL {store.server_version})",
+                f"worker {worker.worker_id} started on {store.where} (PostgreSQL {store.server_version})"
+                + (f", consuming TMC group {args.group!r}" if push is not None else ""),
                 file=sys.stderr,
                 flush=True,
             )
-            await worker.run()
+            await worker.run(push=push)
             print(
                 f"worker {worker.worker_id} stopped: {sum(client.call_counts.values())} calls, "
                 f"{store.fencing_refusals} commits refused by fencing",
@@ -885,6 +902,7 @@ def _heartbeat_trouble(worker: Any) -> str:
 async def _postgres_status(args: argparse.Namespace) -> int:
     async with _open_postgres(args) as store:
         workers = await store.workers()
+        push_backlog = await store.push_backlog()
         if args.shops:
             shops = await store.shops()
             count = len(shops)
@@ -903,6 +921,8 @@ async def _postgres_status(args: argparse.Namespace) -> int:
         if not w.alive and w.last_error is not None and w.seen_ago < _FAILING_SHOWN_FOR:
             where = f"{w.worker_id} ({w.host}, pid {w.pid})"
             print(f"  worker {where}: not live, seen {w.seen_ago:.0f}s ago{_heartbeat_trouble(w)}")
+    if push_backlog:
+        print(f"push inbox: {push_backlog:,} TMC messages waiting for their shops' workers")
     if not args.shops:
         _print_summary(summary)
         return OK

@@ -95,6 +95,10 @@ class PushObserver(Protocol):
         the shop (polling then only reconciles), or None for the policy's interval."""
         ...
 
+    def shop_removed(self, shop_id: str) -> None:
+        """The fleet no longer syncs ``shop_id`` (removed, or its lease moved to another worker)."""
+        ...
+
 
 def typed_error(exc: BaseException) -> BaseException:
     """The error that decides a shop's fate: the one inside an ``ExceptionGroup`` (a task group in
@@ -314,6 +318,8 @@ class Fleet:
             entry.generation += 1
             self._retired.append(entry)  # its open read is closed by the scheduler, not left to GC
             self._wake.set()
+            if self._observer is not None:
+                self._observer.shop_removed(shop_id)
             self._emit(FleetEvent(shop_id, "removed"))
 
     def wake(self, shop_id: str | None = None, *, delay: float = 0.0) -> None:

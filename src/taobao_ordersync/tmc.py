@@ -10,6 +10,8 @@ about what it dropped. So a ``TmcConsumer`` uses it for speed only:
   shop by its message rate and the push budget, or by you;
 * a message is confirmed only after the trade it announced was handed to the handler (and
   the handler returned), so a crash gets it redelivered;
+* in a PostgreSQL ``Worker``, a message for a shop another worker holds is forwarded to it
+  through the database (a ``PushRelay``) and confirmed once that worker delivered it;
 * push never moves a checkpoint. Polling keeps running as reconciliation, every
   ``reconcile_interval`` while push is healthy for the shop, at the policy's pace when it is
   not; it never delivers a version push delivered. A lost message costs freshness, never
@@ -22,9 +24,9 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from attrs import define, field, frozen
 
@@ -35,7 +37,16 @@ from taobao_ordersync.clock import wait_until_set
 from taobao_ordersync.errors import ConfigurationError, ResponseFormatError, TaobaoOrderSyncError
 from taobao_ordersync.fleet import Fleet
 
-__all__ = ["PushMode", "TmcConsumer", "TmcMessage", "TmcStats", "tmc_confirm", "tmc_consume", "tmc_user_permit"]
+__all__ = [
+    "PushMode",
+    "PushRelay",
+    "TmcConsumer",
+    "TmcMessage",
+    "TmcStats",
+    "tmc_confirm",
+    "tmc_consume",
+    "tmc_user_permit",
+]
 
 logger = logging.getLogger("taobao_ordersync.tmc")
 
@@ -141,6 +152,25 @@ async def tmc_confirm(client: TopClient, message_ids: Iterable[int], *, group_na
 # -- the consumer ---------------------------------------------------------------------
 
 
+class PushRelay(Protocol):
+    """Where a consumer sends the messages of shops its fleet does not hold, and learns when
+    their holders delivered them (a PostgreSQL ``Worker``'s push inbox)."""
+
+    async def forward(self, shop_id: str, message: TmcMessage) -> bool:
+        """Hand the message to whoever holds ``shop_id``; False when no one ever will (the
+        shop is not registered): the consumer then confirms it and drops it."""
+        ...
+
+    async def settled(self, message_ids: Collection[int]) -> set[int]:
+        """Which of these forwarded messages were delivered (or dropped with their shop), so
+        the consumer may confirm them."""
+        ...
+
+    async def delivered(self, message_ids: Sequence[int]) -> None:
+        """Messages another consumer forwarded, which this consumer has now delivered."""
+        ...
+
+
 @define
 class TmcStats:
     """What a ``TmcConsumer`` did since it was created."""
@@ -152,6 +182,8 @@ class TmcStats:
     early_polls: int = 0  # messages turned into an early poll
     coalesced: int = 0  # messages a fetch already covered (duplicates, redeliveries)
     unmapped: int = 0  # messages of sellers not in the fleet (confirmed, ignored)
+    forwarded: int = 0  # messages relayed to the worker holding their shop
+    relayed: int = 0  # messages taken from the relay (another worker consumed them)
     consume_calls: int = 0
     confirm_calls: int = 0
     failures: int = 0
@@ -161,7 +193,7 @@ class TmcStats:
 class _ShopPush:
     arrivals: deque[float] = field(factory=deque)  # monotonic times of recent messages
     messages_since_poll: int = 0
-    waiting: list[tuple[int, datetime]] = field(factory=list)  # (message id, cursor that covers it)
+    waiting: list[tuple[TmcMessage, datetime]] = field(factory=list)  # (message, the cursor that covers it)
     fetched: OrderedDict[int, datetime] = field(factory=OrderedDict)  # tid -> server time a fetch began
     locks: dict[int, asyncio.Lock] = field(factory=dict)
 
@@ -195,6 +227,9 @@ class TmcConsumer:
         idle_wait: seconds to wait after an empty consume (each consume is a call).
         fetch_concurrency: fullinfo calls in flight at once.
         max_pending: messages held unconfirmed before consuming pauses.
+        relay: where messages of shops this fleet does not hold go (a PostgreSQL ``Worker``
+            passes its push inbox; ``Worker.run(push=...)`` checks it); None: they are
+            confirmed and ignored.
     """
 
     def __init__(
@@ -211,6 +246,7 @@ class TmcConsumer:
         idle_wait: float = 1.0,
         fetch_concurrency: int = 4,
         max_pending: int = 5_000,
+        relay: PushRelay | None = None,
     ) -> None:
         if mode not in ("auto", "fullinfo", "poll"):
             raise ConfigurationError("mode must be 'auto', 'fullinfo' or 'poll'")
@@ -218,6 +254,8 @@ class TmcConsumer:
             raise ConfigurationError(f"quantity must be 10..200, got {quantity}")
         if fetch_concurrency < 1 or max_pending < quantity:
             raise ConfigurationError("fetch_concurrency must be >= 1 and max_pending >= quantity")
+        if not (hot_rate > 0 and reconcile_interval > 0 and idle_wait >= 0):
+            raise ConfigurationError("hot_rate and reconcile_interval must be > 0, idle_wait >= 0 seconds")
         self.fleet = fleet
         self.client: TopClient = fleet.client
         self.group_name = group_name
@@ -235,7 +273,11 @@ class TmcConsumer:
         self._shops: dict[str, _ShopPush] = {}
         self._fetching = asyncio.Semaphore(fetch_concurrency)
         self._max_pending = max_pending
+        self.relay = relay
         self._pending: set[int] = set()  # message ids held by us, not yet confirmed
+        self._forwarded: dict[int, str] = {}  # relayed to their shop's holder: confirmed once it delivered
+        self._from_relay: set[int] = set()  # another consumer's messages this one delivers
+        self._relay_done: dict[int, None] = {}  # delivered, to be reported through the relay (in order)
         self._to_confirm: list[int] = []
         self._confirmed: OrderedDict[int, None] = OrderedDict()
         self._tokens = self.push_rate
@@ -321,6 +363,16 @@ class TmcConsumer:
         return len(messages)
 
     async def _flush(self) -> None:
+        if self.relay is not None:
+            if self._relay_done:
+                done = list(self._relay_done)
+                await self.relay.delivered(done)
+                for message_id in done:
+                    del self._relay_done[message_id]
+            if self._forwarded:
+                for message_id in await self.relay.settled(list(self._forwarded)):
+                    if self._forwarded.pop(message_id, None) is not None:
+                        self._confirm(message_id)
         while self._to_confirm:
             chunk = self._to_confirm[:MAX_CONFIRM]
             self.stats.confirm_calls += 1
@@ -333,8 +385,14 @@ class TmcConsumer:
                 self._confirmed.popitem(last=False)
 
     def _confirm(self, message_id: int) -> None:
+        """The trade this message announced was handed over: confirm it (to TMC, or through the
+        relay when another consumer took it from TMC)."""
         self._pending.discard(message_id)
-        self._to_confirm.append(message_id)
+        if message_id in self._from_relay:
+            self._from_relay.discard(message_id)
+            self._relay_done[message_id] = None
+        else:
+            self._to_confirm.append(message_id)
 
     # -- one message -----------------------------------------------------------------
 
@@ -358,11 +416,56 @@ class TmcConsumer:
             return
         shop_id = self._shop_id(message)
         if shop_id is None or shop_id not in self.fleet:
-            self.stats.unmapped += 1
-            logger.debug("TMC message %d of %s: no shop in the fleet; confirmed", message.id, message.user_nick)
-            self._to_confirm.append(message.id)
+            await self._elsewhere(shop_id, message)
             return
         self._pending.add(message.id)
+        await self._dispatch(shop_id, message)
+
+    async def take_relayed(self, messages: Iterable[tuple[str, TmcMessage]]) -> int:
+        """Deliver messages another consumer forwarded for shops this fleet holds (a ``Worker``
+        calls this with its push inbox); each is reported delivered through the relay. Returns
+        how many were taken (those already in hand or of shops not held are skipped)."""
+        taken = 0
+        for shop_id, message in messages:
+            if message.id in self._pending or message.id in self._relay_done or shop_id not in self.fleet:
+                continue  # in hand, delivered (its row is marked so with the next flush), or not ours
+            taken += 1
+            self.stats.relayed += 1
+            self._from_relay.add(message.id)
+            self._pending.add(message.id)
+            if message.id in self._confirmed:
+                self._confirm(message.id)  # this consumer delivered and confirmed it itself
+            else:
+                await self._dispatch(shop_id, message)
+        return taken
+
+    async def _elsewhere(self, shop_id: str | None, message: TmcMessage) -> None:
+        """A message of a shop this fleet does not hold: relay it to the shop's holder, or drop it."""
+        if shop_id is not None and self.relay is not None:
+            try:
+                forwarded = await self.relay.forward(shop_id, message)
+            except TaobaoOrderSyncError as exc:  # left unconfirmed: TMC hands it out again
+                self.stats.failures += 1
+                logger.warning("TMC message %d: could not relay it to shop %s's worker: %s", message.id, shop_id, exc)
+                return
+            if forwarded:
+                self.stats.forwarded += 1
+                self._pending.add(message.id)
+                self._forwarded[message.id] = shop_id
+                return
+        self.stats.unmapped += 1
+        logger.debug("TMC message %d of %s: no such shop; confirmed", message.id, message.user_nick)
+        self._to_confirm.append(message.id)
+
+    async def _moved(self, shop_id: str, message: TmcMessage) -> None:
+        """The shop left the fleet while its message was in hand."""
+        self._pending.discard(message.id)
+        if message.id in self._from_relay:
+            self._from_relay.discard(message.id)  # still undelivered in the relay: for the shop's next holder
+            return
+        await self._elsewhere(shop_id, message)
+
+    async def _dispatch(self, shop_id: str, message: TmcMessage) -> None:
         state = self._shops.setdefault(shop_id, _ShopPush())
         now = self.fleet.clock.monotonic()
         state.arrivals.append(now)
@@ -388,11 +491,14 @@ class TmcConsumer:
 
     async def _poll_early(self, shop_id: str, message: TmcMessage) -> None:
         """Confirm once the shop's committed cursor is past the change: a poll delivered it."""
+        if shop_id not in self.fleet:
+            await self._moved(shop_id, message)
+            return
         self.stats.early_polls += 1
         now = await self.client.server_now()
         announced = floor_second(message.pub_time if message.pub_time is not None else now)
         covering = announced + SECOND  # the change is at announced.xxx at the latest
-        self._shops[shop_id].waiting.append((message.id, covering))
+        self._shops.setdefault(shop_id, _ShopPush()).waiting.append((message, covering))
         self._wake_for(shop_id, covering, now)
 
     def _wake_for(self, shop_id: str, covering: datetime, now: datetime) -> None:
@@ -402,7 +508,7 @@ class TmcConsumer:
 
     async def _fetch(self, shop_id: str, tid: int, message: TmcMessage) -> None:
         """Fetch the trade with fullinfo and hand it over, unless a fetch begun after the change did."""
-        state = self._shops[shop_id]
+        state = self._shops.setdefault(shop_id, _ShopPush())
         lock = state.locks.setdefault(tid, asyncio.Lock())
         try:
             async with lock:
@@ -442,11 +548,11 @@ class TmcConsumer:
         if progress.backfilled_to is None and progress.cursor is not None and progress.phase == "increments":
             cursor = progress.cursor
             still = []
-            for message_id, covering in state.waiting:
+            for message, covering in state.waiting:
                 if covering <= cursor:
-                    self._confirm(message_id)
+                    self._confirm(message.id)
                 else:
-                    still.append((message_id, covering))
+                    still.append((message, covering))
             state.waiting = still
             if still:  # this poll started too early for some: another one when they are readable
                 estimate = self.client.clock_estimate
@@ -457,3 +563,14 @@ class TmcConsumer:
         state.messages_since_poll = 0
         healthy = self._channel_ok and (heard or missed == 0)
         return self.reconcile_interval if healthy else None
+
+    def shop_removed(self, shop_id: str) -> None:
+        """The fleet stopped syncing the shop: what waits for its polls goes elsewhere (its
+        fetches in flight find it gone and do the same)."""
+        state = self._shops.pop(shop_id, None)
+        if state is None:
+            return
+        for message, _ in state.waiting:
+            task = asyncio.get_running_loop().create_task(self._moved(shop_id, message))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)

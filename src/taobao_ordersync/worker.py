@@ -11,6 +11,11 @@ stops renewing; its shops are claimed by the others as soon as the leases run
 out. Every checkpoint commit carries the fencing token its read began under, so
 a worker that comes back from a long pause cannot commit over the new owner.
 
+With ``run(push=TmcConsumer(worker.fleet))``, the worker also consumes the app's TMC
+messages: those of its own shops are delivered as in a ``Fleet``; those of shops another
+worker holds go to the ``push_inbox`` table, which that worker drains (woken by NOTIFY,
+and at every heartbeat), and are confirmed to TMC once it delivered them.
+
 Session keys are never stored: ``sessions(shop_id)`` (the application's
 callback) gives each shop's key when the worker claims it, and again when the
 shop's session stops working.
@@ -25,7 +30,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, Final, Unpack
 
 from taobao_ordersync import _options
@@ -41,12 +46,14 @@ from taobao_ordersync.errors import (
     LeaseLostError,
     SessionUnavailableError,
     StoreUnavailableError,
+    TaobaoOrderSyncError,
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, Handler, PollPolicy
 from taobao_ordersync.models import Shop
-from taobao_ordersync.postgres import Heartbeat, PostgresStore, Report
+from taobao_ordersync.postgres import Heartbeat, PostgresStore, PushedMessage, Report
+from taobao_ordersync.tmc import TmcConsumer, TmcMessage, tmc_user_permit
 
-__all__ = ["SessionProvider", "Worker"]
+__all__ = ["PushInbox", "SessionProvider", "Worker"]
 
 logger = logging.getLogger("taobao_ordersync.worker")
 
@@ -54,6 +61,41 @@ SessionProvider = Callable[[str], Awaitable[str | None] | str | None]
 _WEIGHT_SMOOTHING: Final = 0.3  # share of the newest measurement in a shop's weight
 _RELEASABLE: Final = frozenset({"waiting", "backing_off", "paused", "due"})
 _SESSION_LOOKUPS: Final = 16  # provider calls in flight at once
+
+
+class PushInbox:
+    """The ``PushRelay`` of PostgreSQL workers: TMC messages wait in ``push_inbox`` for the
+    worker holding their shop, and are confirmed by the one that consumed them once delivered."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    def __repr__(self) -> str:
+        return f"PushInbox({self.store.where})"
+
+    async def forward(self, shop_id: str, message: TmcMessage) -> bool:
+        return await self.store.forward_push(
+            PushedMessage(
+                message_id=message.id, shop_id=shop_id, tid=message.tid, topic=message.topic, pub_time=message.pub_time
+            )
+        )
+
+    async def settled(self, message_ids: Collection[int]) -> set[int]:
+        return await self.store.push_settled(list(message_ids))
+
+    async def delivered(self, message_ids: Sequence[int]) -> None:
+        await self.store.push_delivered(message_ids)
+
+    async def take(self, shop_ids: Sequence[str]) -> list[tuple[str, TmcMessage]]:
+        """The messages waiting for these shops, as the consumer takes them."""
+        return [
+            (row.shop_id, TmcMessage(id=row.message_id, topic=row.topic, content=_content(row), pub_time=row.pub_time))
+            for row in await self.store.take_push(shop_ids)
+        ]
+
+
+def _content(row: PushedMessage) -> dict[str, Any]:
+    return {} if row.tid is None else {"tid": row.tid}
 
 
 class Worker:
@@ -165,6 +207,11 @@ class Worker:
         self.heartbeat_error: str | None = None  # "Type: message" of the last heartbeat, while they fail
         self._next_expiry: float | None = None
         self._listener: Any = None
+        self.push_inbox = PushInbox(store)
+        self._push: TmcConsumer | None = None
+        self._push_due: set[str] = set()  # shops with messages in the inbox, as NOTIFY told
+        self._push_wake = asyncio.Event()
+        self._permitted: set[str] = set()  # shops whose TMC permit this process has sent (or is sending)
         self.heartbeats = 0
         self.bans_notified = 0  # bans other workers shared by NOTIFY
 
@@ -189,12 +236,31 @@ class Worker:
         self._stopping.set()
         self._nudge.set()
 
-    async def run(self) -> None:
-        """Heartbeat, claim and sync until ``stop()`` (or cancellation, which skips the release)."""
+    async def run(self, *, push: TmcConsumer | None = None) -> None:
+        """Heartbeat, claim and sync until ``stop()`` (or cancellation, which skips the release).
+
+        ``push``: a ``TmcConsumer`` of this worker's ``fleet`` to run alongside (its ``relay`` is
+        set to ``push_inbox`` when None). Each shop held is permitted once per process
+        (``taobao.tmc.user.permit``, one call), so its seller's messages are published.
+        """
+        if push is not None:
+            if push.fleet is not self.fleet:
+                raise ConfigurationError("push must be a TmcConsumer of this worker's fleet: TmcConsumer(worker.fleet)")
+            if push.relay is None:
+                push.relay = self.push_inbox
+            elif push.relay is not self.push_inbox:
+                raise ConfigurationError("a worker's TmcConsumer relays through worker.push_inbox (leave relay=None)")
+        self._push = push
         await self.store.open()
         self._listener = await self._listen()
         self.client.on_ban = self._ban_seen
         fleet = asyncio.create_task(self.fleet.run(), name=f"fleet {self.worker_id}")
+        helpers = []
+        if push is not None:
+            helpers = [
+                asyncio.create_task(push.run(), name=f"tmc {self.worker_id}"),
+                asyncio.create_task(self._drain_push(push), name=f"push inbox {self.worker_id}"),
+            ]
         try:
             # The first heartbeat registers us; shops and budget are taken once the others' reported
             # rates leave room (_lease.rate_share): at once when nobody else is live, else as soon as
@@ -209,6 +275,10 @@ class Worker:
             self.client.on_ban = None
             for task in list(self._tasks):  # session lookups must not add shops to a stopping fleet
                 task.cancel()
+            if push is not None:
+                push.stop()
+                helpers[1].cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
             self.fleet.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await fleet
@@ -262,6 +332,10 @@ class Worker:
             self._asked_for_room = True  # once: wake the others, so they lower their rates now
             with contextlib.suppress(CheckpointError):
                 await self.store.nudge()
+        if self._push is not None:
+            self._permit_soon()
+            self._push_due.update(self._tokens)  # a NOTIFY may have been missed: look at every shop held
+            self._push_wake.set()
         if claim and beat.rate > 0:
             try:
                 released = await self._release_paused()
@@ -542,6 +616,7 @@ class Worker:
         try:
             await connection.add_listener(self.store.channel("ban"), self._ban_notified)
             await connection.add_listener(self.store.channel("shops"), self._shops_notified)
+            await connection.add_listener(self.store.channel("push"), self._push_notified)
         except Exception as exc:  # the connection broke at once (asyncpg's own errors): retry next beat
             logger.warning("worker %s: no notifications (%s); relying on heartbeats", self.worker_id, exc)
             with contextlib.suppress(Exception):
@@ -556,6 +631,45 @@ class Worker:
 
     def _shops_notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._nudge.set()  # shops were added, removed or released: rebalance now
+
+    # -- push ----------------------------------------------------------------------------
+
+    def _push_notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if self._push is not None and payload in self.fleet:
+            self._push_due.add(payload)
+            self._push_wake.set()
+
+    async def _drain_push(self, consumer: TmcConsumer) -> None:
+        """Deliver what other workers consumed for the shops this one holds."""
+        while True:
+            await self._push_wake.wait()
+            self._push_wake.clear()
+            due = sorted(shop_id for shop_id in self._push_due if shop_id in self.fleet)
+            self._push_due.clear()
+            try:
+                waiting = await self.push_inbox.take(due)
+            except CheckpointError as exc:  # the next heartbeat looks again
+                logger.warning("worker %s: could not read the push inbox: %s", self.worker_id, exc)
+                continue
+            if waiting:
+                await consumer.take_relayed(waiting)
+
+    def _permit_soon(self) -> None:
+        """Permit each held shop's seller once per process, so TMC publishes its messages."""
+        for shop_id in self.fleet.shop_ids:
+            if shop_id not in self._permitted:
+                self._permitted.add(shop_id)
+                self._spawn(self._permit(shop_id))
+
+    async def _permit(self, shop_id: str) -> None:
+        if shop_id not in self.fleet:  # moved on meanwhile: whoever holds it now permits it
+            self._permitted.discard(shop_id)
+            return
+        try:
+            await tmc_user_permit(self.client, self.fleet.shop(shop_id).session)
+        except TaobaoOrderSyncError as exc:  # tried again at the next heartbeat
+            self._permitted.discard(shop_id)
+            logger.warning("worker %s: TMC permit for shop %s failed: %s", self.worker_id, shop_id, exc)
 
     async def _sleep(self, seconds: float) -> None:
         self._nudge.clear()

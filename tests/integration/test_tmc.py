@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from tests.conftest import client_for
 from taobao_ordersync import Batch, Fleet, MemoryStore, PollPolicy, Shop, TmcConsumer
 from taobao_ordersync._time import floor_second
 from taobao_ordersync.testing import Collector, Emulator, ShopProfile, TmcChaos
+from taobao_ordersync.tmc import TmcMessage
 
 RARE = PollPolicy(min_interval=3600, max_interval=3600, min_backoff=0.2, max_backoff=1.0, jitter=0.0)
 FAST = PollPolicy(min_interval=1.0, max_interval=2.0, min_backoff=0.2, max_backoff=1.0, jitter=0.1)
@@ -166,3 +167,64 @@ async def test_lost_zero_under_message_chaos_and_a_flood(make_emulator: Any) -> 
     assert consumer.stats.pushed > 0
     assert consumer.stats.coalesced > 0  # duplicates and redeliveries cost no call
     assert sum(not change.published for change in emu.tmc.changes) > 0
+
+
+class RecordingRelay:
+    """A ``PushRelay`` in memory: what was forwarded, and which of it the test says was delivered."""
+
+    def __init__(self, shops: set[str]) -> None:
+        self.shops = shops
+        self.forwarded: dict[int, str] = {}
+        self.delivered_elsewhere: set[int] = set()
+
+    async def forward(self, shop_id: str, message: TmcMessage) -> bool:
+        if shop_id not in self.shops:
+            return False
+        self.forwarded[message.id] = shop_id
+        return True
+
+    async def settled(self, message_ids: Collection[int]) -> set[int]:
+        return self.delivered_elsewhere & set(message_ids)
+
+    async def delivered(self, message_ids: Sequence[int]) -> None:
+        raise AssertionError("this consumer took nothing from the relay")
+
+
+async def test_messages_of_shops_held_elsewhere_are_relayed_and_confirmed_only_once_delivered(
+    make_emulator: Any,
+) -> None:
+    """A message of a shop the fleet does not hold goes to the relay and stays unconfirmed until the relay
+    says its holder delivered it; one of a shop nobody holds is confirmed and dropped; and when the fleet
+    loses a shop, the messages still waiting for its poll are relayed too."""
+    async with make_emulator(shops=3, seed=13, profile=ShopProfile(orders_per_day=40, history_days=1)) as emu:
+        recorder = Recorder(emu)
+        async with client_for(emu, clock_refresh=0) as client:
+            for state in emu.shops:
+                await client.call("taobao.tmc.user.permit", {}, session=state.session)
+            # lag 30: shop-1's early poll is due 30 s after its change, long after this test
+            fleet = Fleet(client, store=MemoryStore(), handler=recorder, policy=RARE, lag=30)
+            fleet.add(Shop(id="shop-1", session=emu.shop("shop-1").session))
+            relay = RecordingRelay({"shop-1", "shop-2"})  # shop-3 is registered nowhere
+            consumer = TmcConsumer(
+                fleet, shop_for={s.nick: s.id for s in emu.shops}, mode="poll", idle_wait=0.05, relay=relay
+            )
+
+            async def body() -> None:
+                await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
+                for shop_id in ("shop-1", "shop-2", "shop-3"):
+                    emu.modify(shop_id, next(iter(emu.shop(shop_id).trades)))
+                await _until(lambda: len(relay.forwarded) == 1 and emu.tmc.confirmed == 1, 10)
+                assert {"shop-2"} == set(relay.forwarded.values())  # shop-3's was the one confirmed
+                await asyncio.sleep(0.5)
+                assert 1 == emu.tmc.confirmed  # shop-2's waits for its holder; shop-1's for a poll
+                relay.delivered_elsewhere.update(relay.forwarded)
+                await _until(lambda: emu.tmc.confirmed == 2, 10)
+
+                fleet.remove("shop-1")  # its lease moved: the message waiting for its poll goes along
+                await _until(lambda: {"shop-1", "shop-2"} == set(relay.forwarded.values()), 10)
+                assert 2 == emu.tmc.confirmed
+                relay.delivered_elsewhere.update(relay.forwarded)
+                await _until(lambda: emu.tmc.confirmed == 3 and consumer.pending == 0, 10)
+
+            await _running(fleet, consumer, body)
+    assert (2, 1) == (consumer.stats.forwarded, consumer.stats.unmapped)

@@ -21,7 +21,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -117,6 +117,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 def new_schema() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+async def run_sql(store: PostgresStore, sql: str, *args: Any) -> list[Any]:
+    """The rows of a test's own SQL, on the store's pool (not counted in the store's round trips)."""
+    async with store._db.connection("test") as connection:
+        return list(await connection.fetch(sql, *args))
 
 
 @pytest.fixture

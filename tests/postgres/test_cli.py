@@ -12,7 +12,7 @@ from taobao_ordersync import cli
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing.postgres import LocalPostgres
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
 
 pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
 
@@ -57,9 +57,10 @@ def test_status_summarizes_without_reading_checkpoints(
             await store.add_shops(*(f"s{i:02}" for i in range(30)))
             await store.save("s00", "{}", expected_revision=None)
             await store.claim("w", [f"s{i:02}" for i in range(12)], 12, lease=60)
-            await store._fetch(
+            await run_sql(
+                store,
                 f"UPDATE {schema}.shops SET state = 'waiting', behind = 10 * length(shop_id) + "
-                "substr(shop_id, 2)::int WHERE owner IS NOT NULL RETURNING 1"
+                "substr(shop_id, 2)::int WHERE owner IS NOT NULL RETURNING 1",
             )
             await store.record_error("s03", "w", "AuthenticationError: session expired")
 
@@ -162,7 +163,7 @@ def test_a_worker_whose_heartbeat_keeps_failing_exits_with_its_own_code(
 
     async def break_heartbeats() -> None:
         async with PostgresStore(postgres_server.dsn, schema=schema) as store:
-            await store._fetch(f"ALTER TABLE {schema}.app RENAME TO app_gone")
+            await run_sql(store, f"ALTER TABLE {schema}.app RENAME TO app_gone")
 
     asyncio.run(break_heartbeats())
     sessions = tmp_path / "sessions.json"

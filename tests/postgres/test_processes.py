@@ -23,11 +23,12 @@ import pytest
 
 from taobao_ordersync import Checkpoint, cli
 from taobao_ordersync._convert import structure_trade
+from taobao_ordersync._time import floor_second
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
 
 SHOPS = 200
 RATE = 150.0  # the app's budget, and the emulator's rate limit: exceeding it earns code-7 bans
@@ -143,12 +144,12 @@ async def install_checkpoint_log(admin: PostgresStore) -> None:
         f"""CREATE TRIGGER log AFTER INSERT OR UPDATE ON {s}.checkpoints
             FOR EACH ROW EXECUTE FUNCTION {s}.log_checkpoint()""",
     ):
-        await admin._fetch(statement)
+        await run_sql(admin, statement)
 
 
 async def assert_no_checkpoint_moved_backwards(admin: PostgresStore) -> int:
     log = f"SELECT shop_id, revision, data FROM {admin.schema}.checkpoint_log ORDER BY n"
-    rows = await admin._fetch(log)
+    rows = await run_sql(admin, log)
     last: dict[str, tuple[int, Any, Any]] = {}
     for row in rows:
         checkpoint = Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
@@ -226,7 +227,7 @@ async def scenario(
     killed_at = time.monotonic()
     assert -signal.SIGKILL == await victim.finish()  # also lets a renewal it had in flight land
     leases = f"SELECT shop_id, lease_until, claimed_at FROM {admin.schema}.shops WHERE shop_id = ANY($1::text[])"
-    last_lease = {row["shop_id"]: row["lease_until"] for row in await admin._fetch(leases, victims_shops)}
+    last_lease = {row["shop_id"]: row["lease_until"] for row in await run_sql(admin, leases, victims_shops)}
 
     async def taken_over() -> bool:
         now = await owners(admin)
@@ -236,7 +237,7 @@ async def scenario(
     pickup = time.monotonic() - killed_at
     # Each shop was claimed as its last lease ran out (measured on the database's clock), so within
     # one lease of the kill; the wall-clock bound leaves this loaded machine some slack.
-    for row in await admin._fetch(leases, victims_shops):
+    for row in await run_sql(admin, leases, victims_shops):
         late = (row["claimed_at"] - last_lease[row["shop_id"]]).total_seconds()
         assert late < 0.5, f"{row['shop_id']} claimed {late:.2f} s after its lease ran out"
     assert pickup <= LEASE + 1.0, f"shops moved {pickup:.2f} s after the kill; the lease is {LEASE} s"
@@ -268,7 +269,8 @@ async def scenario(
         report = emu.verify_sync(shop.checkpoint, collectors[shop.shop_id])
         if report.lost:  # diagnostics for the failure message
             record = emu.shop(shop.shop_id).trades[report.missing[0]]
-            log = await admin._fetch(
+            log = await run_sql(
+                admin,
                 f"SELECT revision, owner, data FROM {admin.schema}.checkpoint_log WHERE shop_id = $1 ORDER BY n",
                 shop.shop_id,
             )
@@ -286,3 +288,57 @@ async def scenario(
         worker.process.send_signal(signal.SIGTERM)
     assert [0, 0] == [await paused.finish(), await survivor.finish()]
     assert {None} == set((await owners(admin)).values())
+
+
+async def test_worker_tmc_delivers_a_change_by_push_before_any_poll(
+    make_emulator: Any, postgres_server: LocalPostgres, tmp_path: Path
+) -> None:
+    """`worker --tmc`: the worker permits its shop's seller, consumes the app's messages and hands a
+    change to its output within seconds, though its next poll is an hour away; the message is
+    confirmed, and SIGTERM stops the worker cleanly. Shop ids are seller nicks, as messages name them."""
+    async with make_emulator(shops=1, seed=31, profile=ShopProfile(orders_per_day=40, history_days=1)) as emu:
+        state = emu.shops[0]
+        schema = new_schema()
+        async with PostgresStore(postgres_server.dsn, schema=schema) as admin:
+            await admin.add_shops(state.nick)
+            sessions = tmp_path / "sessions.json"
+            sessions.write_text(json.dumps({state.nick: state.session}), encoding="utf-8")
+            args = [
+                "-m", "taobao_ordersync", "worker", "--tmc", "--push-mode", "fullinfo",
+                "--postgres", postgres_server.dsn, "--schema", schema, "--url", emu.url, "--sessions", str(sessions),
+                "--lease", str(LEASE), "--lag", str(LAG), "--min-interval", "3600", "--max-interval", "3600",
+            ]  # fmt: skip
+            env = {**os.environ, cli.ENV_KEY: emu.app_key, cli.ENV_SECRET: emu.app_secret}
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+            )
+            worker = WorkerProcess("tmc", process, defaultdict(Collector))
+            try:
+                await wait_for(lambda: _true(emu.tmc.permitted(state.id)), 30, "the seller's permit")
+
+                async def synced() -> bool:
+                    [shop] = await admin.shops()
+                    return shop.checkpoint is not None and shop.checkpoint.backfill_done
+
+                await wait_for(synced, 30, "the first sync")  # the next poll is an hour away
+                tid = next(iter(emu.shop(state.id).trades))
+                collector = worker.collectors[state.nick]
+                deliveries = collector.deliveries
+                emu.modify(state.id, tid)
+                changed = floor_second(emu.shop(state.id).trades[tid].versions[-1].modified)
+
+                async def pushed() -> bool:
+                    return collector.newest[tid] >= changed and emu.tmc.confirmed >= 1
+
+                await wait_for(pushed, 15, "the change, by push")
+                assert deliveries + 1 == collector.deliveries  # that trade alone: no poll ran
+            finally:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                code = await worker.finish()
+    assert 0 == code, "".join(worker.stderr)
+    assert worker.said("consuming TMC group 'default'") == 1
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import Awaitable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from taobao_ordersync import postgres
 from taobao_ordersync.errors import (
     CheckpointConflictError,
     ConfigurationError,
@@ -16,11 +19,14 @@ from taobao_ordersync.errors import (
     SchemaVersionError,
     StoreUnavailableError,
 )
-from taobao_ordersync.postgres import SCHEMA_VERSION, PostgresStore
+from taobao_ordersync.postgres import HEARTBEAT_ROUND_TRIPS, SCHEMA_VERSION, PostgresStore, PushedMessage
+from taobao_ordersync.postgres._database import Database
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.every_postgres  # cheap, and all of it is SQL a server version may change
 
@@ -45,22 +51,22 @@ async def test_many_workers_creating_the_schema_at_once_all_succeed(postgres_ser
     assert [SCHEMA_VERSION] * 8 == found
 
 
-async def test_a_schema_of_the_previous_version_is_migrated_in_place(
-    postgres_server: LocalPostgres, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A schema created by the release before (version 1), with a worker registered, is brought to the
+async def test_a_schema_of_version_1_is_migrated_in_place(postgres_server: LocalPostgres) -> None:
+    """A schema created by a release of schema version 1, with a worker registered, is brought to the
     current version at open: rows kept, the new columns empty, heartbeats and reports work."""
     schema = new_schema()
-    monkeypatch.setattr(postgres, "SCHEMA_VERSION", 1)
-    async with PostgresStore(postgres_server.dsn, schema=schema) as old:
-        await old._fetch(
-            f"INSERT INTO {schema}.workers (worker_id, host, pid, expires_at) VALUES ('w', 'h', 1, now()) RETURNING 1"
-        )
-    monkeypatch.undo()
+    old = Database(postgres_server.dsn, schema=schema, pool_size=1, connect_timeout=10, schema_version=1)
+    try:
+        async with old.connection("test") as connection:  # opens it: the migrations up to version 1
+            await connection.execute(
+                f"INSERT INTO {schema}.workers (worker_id, host, pid, expires_at) VALUES ('w', 'h', 1, now())"
+            )
+    finally:
+        await old.close()
 
     async with PostgresStore(postgres_server.dsn, schema=schema) as store:
         assert SCHEMA_VERSION == await store.migrate()
-        versions = await store._fetch(f"SELECT version FROM {schema}.schema_version ORDER BY version")
+        versions = await run_sql(store, f"SELECT version FROM {schema}.schema_version ORDER BY version")
         assert list(range(1, SCHEMA_VERSION + 1)) == [row["version"] for row in versions]
         assert [("w", None, None)] == [(w.worker_id, w.last_error, w.failing_for) for w in await store.workers()]
         await store.report_heartbeat_failure("w", host="h", pid=1, error="CheckpointError: refused", failing_for=40)
@@ -77,7 +83,7 @@ async def test_schema_newer_than_the_library_is_refused(
 ) -> None:
     """A database migrated by a newer release is not touched: the error says to upgrade."""
     newer = f"INSERT INTO {pg_store.schema}.schema_version VALUES ($1) RETURNING 1"
-    await pg_store._fetch(newer, SCHEMA_VERSION + 1)
+    await run_sql(pg_store, newer, SCHEMA_VERSION + 1)
 
     with pytest.raises(SchemaVersionError, match="upgrade taobao-ordersync"):
         async with PostgresStore(postgres_server.dsn, schema=pg_store.schema):
@@ -118,11 +124,11 @@ async def test_a_server_older_than_15_is_refused_at_connect(
     with pytest.raises(StoreUnavailableError, match=r"runs PostgreSQL 14\.13; .*needs PostgreSQL 15 or newer"):
         await store.open()
 
-    assert store._pool is None
+    assert store._db._pool is None
     monkeypatch.undo()
     async with PostgresStore(postgres_server.dsn, schema=new_schema()) as admin:
         assert admin.server_version is not None and int(admin.server_version.split(".")[0]) >= 15
-        assert not await admin._fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema)
+        assert [] == await run_sql(admin, "SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
 
 
 @pytest.mark.parametrize("dsn", ["", "mysql://x@y/z", "127.0.0.1:5432"])
@@ -317,6 +323,59 @@ async def test_heartbeat_with_and_without_a_ban(pg_store: PostgresStore) -> None
     assert 55 < beat.ban_left <= 60
 
 
+async def test_round_trips_count_every_statement_sent(postgres_server: LocalPostgres) -> None:
+    """``round_trips`` grows by exactly the statements each call sends (asyncpg's query logger on the
+    pool's one connection sees them all; the pool's reset on release is asyncpg's, not ours), and a
+    heartbeat is ``HEARTBEAT_ROUND_TRIPS`` of them."""
+    async with PostgresStore(postgres_server.dsn, schema=new_schema(), pool_size=1) as store:
+        # asyncpg looks up the heartbeat's array types once per connection (three statements of its own).
+        await store.heartbeat("warm-up", host="h", pid=1, lease=30, budget=5.0, reports=[])
+        sent: list[str] = []
+        async with store._db.connection("test") as connection:
+            reset = connection.get_reset_query()
+            connection.add_query_logger(lambda record: sent.append(record.query))
+        counted: dict[str, tuple[int, int]] = {}
+
+        async def count(name: str, call: Awaitable[T]) -> T | None:
+            before = (store.round_trips, len(sent))
+            result = None
+            with contextlib.suppress(LeaseLostError, CheckpointConflictError):
+                result = await call
+            await asyncio.sleep(0)  # the logger is called soon after each statement, not during it
+            statements = [query for query in sent[before[1] :] if query != reset]
+            counted[name] = (store.round_trips - before[0], len(statements))
+            return result
+
+        await count("add_shops", store.add_shops("a", "b", "c"))
+        await count("remove_shops", store.remove_shops("c"))
+        tokens = await count("claim", store.claim("w", ["a", "b"], 2, lease=30))
+        assert tokens is not None
+        await count("claim nothing", store.claim("w", ["a"], 0, lease=30))
+        await count("load absent", store.load("a"))
+        await count("save new", store.save("x", "{}", expected_revision=None))
+        await count("save next", store.save("x", "{}", expected_revision=1))
+        await count("save conflict", store.save("x", "{}", expected_revision=1))
+        await count("save fenced", store.save_fenced("a", "{}", expected_revision=None, fence=("w", tokens["a"])))
+        await count("save refused", store.save_fenced("a", "{}", expected_revision=1, fence=("v", 0)))
+        await count("load", store.load("a"))
+        await count("shop_ids", store.shop_ids())
+        await count("shops", store.shops())
+        await count("summary", store.summary())
+        await count("workers", store.workers())
+        reports = [("a", tokens["a"], 1.0, "waiting", 2.0, None)]
+        await count("heartbeat", store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=reports))
+        await count("heartbeat failure", store.report_heartbeat_failure("w", host="h", pid=1, error="e", failing_for=1))
+        await count("record_error", store.record_error("a", "w", "AuthenticationError: session expired"))
+        await count("ban", store.ban(1))
+        await count("nudge", store.nudge())
+        await count("release some", store.release("w", ["b"]))
+        await count("retire", store.retire("w"))
+        await count("migrate", store.migrate())
+
+    assert {name: (statements, statements) for name, (_, statements) in counted.items()} == counted
+    assert HEARTBEAT_ROUND_TRIPS == counted["heartbeat"][0]
+
+
 async def test_registry_changes_wake_the_workers_and_non_changes_do_not(pg_store: PostgresStore) -> None:
     """Adding, releasing or removing shops sends one NOTIFY on the schema's `shops` channel; a change
     that changes nothing (a shop already registered) sends none."""
@@ -352,3 +411,32 @@ def test_a_server_that_cannot_start_leaves_nothing_behind(tmp_path: Path) -> Non
         LocalPostgres(binaries=fake).start()
 
     assert before == set(Path(tempfile.gettempdir()).glob("taobao-ordersync-pg-*"))
+
+
+@pytest.mark.every_postgres
+async def test_the_push_inbox_holds_a_message_until_its_shops_holder_delivered_it(pg_store: PostgresStore) -> None:
+    """A forwarded message waits for its shop's holder; the consumer may confirm it once it was delivered
+    (its row is deleted then) or its shop was unregistered, never before. An unregistered shop's message
+    is refused, and a redelivered message is kept once."""
+    await pg_store.add_shops("a", "b")
+    pub_time = datetime(2026, 12, 1, 8, 0, 5, tzinfo=UTC)
+
+    def message(message_id: int, shop_id: str) -> PushedMessage:
+        return PushedMessage(
+            message_id=message_id, shop_id=shop_id, tid=1000 + message_id, topic="t", pub_time=pub_time
+        )
+
+    assert not await pg_store.forward_push(message(9, "unregistered"))
+    for message_id, shop_id in ((1, "a"), (1, "a"), (2, "a"), (3, "b")):
+        assert await pg_store.forward_push(message(message_id, shop_id))
+    assert 3 == await pg_store.push_backlog()
+    assert [message(1, "a"), message(2, "a")] == await pg_store.take_push(["a"])
+    assert set() == await pg_store.push_settled([1, 2, 3])
+
+    await pg_store.push_delivered([1])
+    assert [message(2, "a")] == await pg_store.take_push(["a"])
+    assert {1} == await pg_store.push_settled([1, 2, 3])
+    assert {1} == await pg_store.push_settled([1])  # its row is gone: still settled for a late asker
+    await pg_store.remove_shops("b")
+    assert {3} == await pg_store.push_settled([2, 3])
+    assert 1 == await pg_store.push_backlog()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from attrs import evolve
 
-from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TopClient
+from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TmcConsumer, TopClient
 from taobao_ordersync.errors import HeartbeatFailedError, LeaseLostError, SessionUnavailableError
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator
@@ -21,7 +21,7 @@ from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.worker import Worker
 from tests.conftest import client_for
 
-from .conftest import new_schema
+from .conftest import new_schema, run_sql
 
 FAST = PollPolicy(min_interval=0.2, max_interval=1.0, min_backoff=0.2, max_backoff=1.0, jitter=0.2)
 LEASE = 1.5
@@ -36,16 +36,30 @@ class Cluster:
         self.schema = schema
         self.stack = stack
         self.collectors: dict[str, Collector] = defaultdict(Collector)
+        self.phases: dict[str, list[str]] = defaultdict(list)  # per shop, the phase of each batch with trades
+        self.consumers: dict[str, TmcConsumer] = {}
         self.sessions: dict[str, str] = {state.id: state.session for state in emu.shops}
         self.events: list[FleetEvent] = []
         self.workers: list[Worker] = []
         self.runs: list[asyncio.Task[None]] = []
 
     async def handler(self, shop: Shop, batch: Batch) -> None:
+        if batch.trades:
+            self.phases[shop.id].append(batch.phase)
         for trade in batch.trades:
             self.collectors[shop.id].add(trade)
 
-    async def start(self, name: str, *, rate: float = 400.0, sessions: Any = None, **options: Any) -> Worker:
+    async def start(
+        self,
+        name: str,
+        *,
+        rate: float = 400.0,
+        sessions: Any = None,
+        policy: PollPolicy = FAST,
+        push_group: str | None = None,
+        **options: Any,
+    ) -> Worker:
+        """Start a worker; with ``push_group``, it also consumes that TMC group (fullinfo push)."""
         client = await self.stack.enter_async_context(client_for(self.emu, rate=rate, clock_refresh=0))
         store = await self.stack.enter_async_context(PostgresStore(self.dsn, schema=self.schema))
         worker = Worker(
@@ -56,13 +70,23 @@ class Cluster:
             worker_id=name,
             lease=LEASE,
             on_event=self.events.append,
-            policy=FAST,
+            policy=policy,
             concurrency=4,
             lag=5,
             **options,
         )
+        push = None
+        if push_group is not None:
+            push = TmcConsumer(
+                worker.fleet,
+                group_name=push_group,
+                shop_for={state.nick: state.id for state in self.emu.shops},
+                mode="fullinfo",
+                idle_wait=0.05,
+            )
+            self.consumers[name] = push
         self.workers.append(worker)
-        self.runs.append(asyncio.create_task(worker.run()))
+        self.runs.append(asyncio.create_task(worker.run(push=push)))
         return worker
 
     async def stop(self, worker: Worker) -> None:
@@ -427,7 +451,7 @@ async def test_a_worker_whose_heartbeat_keeps_failing_says_so_and_gives_up(
     past a lease it logs an ERROR and `status` (workers()) shows the error and for how long; after
     give_up_after, run() ends with HeartbeatFailedError (the CLI's exit code 11) instead of trying forever."""
     async with cluster(make_emulator, postgres_server, shops=1, seed=13) as (group, admin):
-        await admin._fetch(f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
+        await run_sql(admin, f"ALTER TABLE {admin.schema}.app RENAME TO app_gone")
         started = time.monotonic()
         worker = await group.start("doomed", give_up_after=3 * LEASE)
         await asyncio.sleep(LEASE / 2)
@@ -449,3 +473,61 @@ async def test_a_worker_whose_heartbeat_keeps_failing_says_so_and_gives_up(
         assert {"shop-1": None} == await owners(admin)
         record = {w.worker_id: w for w in await admin.workers()}["doomed"]
         assert "gave up" in (record.last_error or "")
+
+
+async def test_push_messages_consumed_by_the_other_worker_reach_the_shops_holder(
+    make_emulator: Any, postgres_server: LocalPostgres
+) -> None:
+    """Two workers, each consuming the TMC group that carries only the other worker's shops: every
+    message goes through the push inbox. The holder delivers it by fullinfo (polling is an hour
+    apart, so every delivery after the first sync is push, and no checkpoint moves), the consumer
+    confirms it only then, the inbox ends empty, and a final poll finds nothing lost."""
+    rare = evolve(FAST, min_interval=3600, max_interval=3600)
+    async with cluster(make_emulator, postgres_server, shops=6, seed=21) as (group, admin):
+        emu = group.emu
+        workers = [await group.start(name, policy=rare, push_group=f"for-{name}") for name in ("w1", "w2")]
+        shop_ids = [state.id for state in emu.shops]
+        await group.synced(admin, shop_ids)
+        while sorted((held := await owners(admin)).values(), key=str) != ["w1"] * 3 + ["w2"] * 3:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the second worker's share is being handed over
+        holders = dict(zip(("w1", "w2"), workers, strict=True))
+        while not all(  # noqa: ASYNC110 (each holder's first poll is done: the next is an hour away)
+            shop_id in (fleet := holders[held[shop_id]].fleet)  # type: ignore[index]
+            and fleet.status(shop_id).state == "waiting"
+            and fleet.status(shop_id).calls > 0
+            for shop_id in shop_ids
+        ):
+            await asyncio.sleep(0.05)
+        while not all(emu.tmc.permitted(shop_id) for shop_id in shop_ids):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        for state in emu.shops:  # each seller's messages go to the group the other worker consumes
+            emu.tmc.assign_group(state.nick, "for-w2" if held[state.id] == "w1" else "for-w1")
+        revisions = {shop_id: (await admin.load(shop_id)).revision for shop_id in shop_ids}  # type: ignore[union-attr]
+        before = {shop_id: len(group.phases[shop_id]) for shop_id in shop_ids}
+
+        changed = 0
+        for state in emu.shops:
+            for tid in list(emu.shop(state.id).trades)[-3:]:
+                emu.modify(state.id, tid)
+                changed += 1
+        deadline = time.monotonic() + 20
+        while not (
+            emu.tmc.confirmed >= changed
+            and all(consumer.pending == 0 for consumer in group.consumers.values())
+            and await admin.push_backlog() == 0
+        ):
+            assert time.monotonic() < deadline, (emu.tmc.confirmed, changed, await admin.push_backlog())
+            await asyncio.sleep(0.05)
+
+        stats = {name: consumer.stats for name, consumer in group.consumers.items()}
+        assert changed == sum(s.forwarded for s in stats.values()) == sum(s.relayed for s in stats.values())
+        assert changed == sum(s.pushed for s in stats.values())
+        assert all(s.unmapped == 0 for s in stats.values())
+        for shop_id in shop_ids:  # delivered by push alone, checkpoints untouched
+            assert ["push"] * 3 == group.phases[shop_id][before[shop_id] :]
+            assert revisions[shop_id] == (await admin.load(shop_id)).revision  # type: ignore[union-attr]
+
+        for worker in workers:
+            worker.fleet.wake()
+        await group.synced(admin, shop_ids)
+        await group.verify(admin, shop_ids)

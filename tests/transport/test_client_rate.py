@@ -1,16 +1,14 @@
 """The client's limiter: the whole budget under backlog, never more than ``rate`` in any second,
 and one limiter across rate changes. On the client's injected clock, so every figure is exact
-(a stub transport records when each call goes out)."""
+(a scripted transport records when each call goes out)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from taobao_ordersync import RetryPolicy, TopClient
-from taobao_ordersync.testing import FakeClock
-from taobao_ordersync.transport import RawResponse
+from taobao_ordersync import RawResponse, RetryPolicy, TopClient
+from taobao_ordersync.testing import FakeClock, ScriptedRequest, ScriptedTransport, json_reply
 
 
 class LateClock(FakeClock):
@@ -22,22 +20,20 @@ class LateClock(FakeClock):
 
 
 class Recorder:
-    """A transport that answers ``taobao.time.get`` at once, notes the clock time of each call,
-    and can act when the n-th call goes out."""
+    """Answers ``taobao.time.get`` at once (a ScriptedTransport's script), notes the clock time of
+    each call, and can act when the n-th call goes out."""
 
     def __init__(self, clock: FakeClock, on_send: Callable[[int], None] | None = None) -> None:
         self.clock = clock
         self.on_send = on_send
         self.sent: list[float] = []
+        self.transport = ScriptedTransport(self.answer)
 
-    async def post(self, url: str, form: Mapping[str, str]) -> RawResponse:
+    def answer(self, request: ScriptedRequest) -> RawResponse:
         self.sent.append(self.clock.monotonic())
         if self.on_send is not None:
             self.on_send(len(self.sent))
-        return RawResponse(status=200, body=json.dumps({"time": "2026-01-01 00:00:00"}).encode())
-
-    async def aclose(self) -> None:
-        pass
+        return json_reply({"time": "2026-01-01 00:00:00"})
 
 
 def most_in_one_second(times: list[float]) -> int:
@@ -53,7 +49,13 @@ def most_in_one_second(times: list[float]) -> int:
 
 def client_with(recorder: Recorder, rate: float, burst: int = 1) -> TopClient:
     return TopClient(
-        "key", "secret", rate=rate, burst=burst, retry=RetryPolicy.no_wait(), transport=recorder, clock=recorder.clock
+        "key",
+        "secret",
+        rate=rate,
+        burst=burst,
+        retry=RetryPolicy.no_wait(),
+        transport=recorder.transport,
+        clock=recorder.clock,
     )
 
 

@@ -1,4 +1,4 @@
-"""Test helpers shipped for users: the TOP emulator and fakes.
+"""Test helpers shipped for users: the TOP emulator, a scripted transport and fakes.
 
 Nothing in the library imports this package; it imports the library.
 """
@@ -8,6 +8,7 @@ from taobao_ordersync.testing._ledger import MemoryLedger
 from taobao_ordersync.testing._push import PushRun, measure_push
 from taobao_ordersync.testing._shop import ShopProfile
 from taobao_ordersync.testing._tmc import TmcChange, TmcChaos
+from taobao_ordersync.testing._transport import ScriptedRequest, ScriptedTransport, json_reply
 from taobao_ordersync.testing.emulator import Chaos, Emulator, VerifyReport
 from taobao_ordersync.testing.naive import Collector, NaiveSyncer
 
@@ -19,9 +20,12 @@ __all__ = [
     "MemoryLedger",
     "NaiveSyncer",
     "PushRun",
+    "ScriptedRequest",
+    "ScriptedTransport",
     "ShopProfile",
     "TmcChange",
     "TmcChaos",
     "VerifyReport",
+    "json_reply",
     "measure_push",
 ]
