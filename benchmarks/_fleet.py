@@ -13,7 +13,7 @@ For each size, one emulator (in its child process) and four passes over its shop
 3. **CPU per poll in the steady state.** Every shop caught up, 60 s of simulated
    activity before each poll (one page per shop). Each round runs, one after the
    other on the same data and store: a ``Fleet`` poll of every shop (``wake()`` then
-   ``polled()``); the same 60 s read by bare client calls (one
+   ``next_poll()``); the same 60 s read by bare client calls (one
    ``taobao.trades.sold.increment.get`` per shop), as many at once as the fleet has
    workers; a plain sequential ``Syncer.batches`` loop over the shops; and the bare
    calls again, one at a time. ``time.process_time`` of this process per poll: the
@@ -147,7 +147,7 @@ class FleetRun:
 
     async def poll(self) -> None:
         """The first call starts the fleet (every shop is due); later ones wake every shop."""
-        waiters = [asyncio.ensure_future(self.fleet.polled(shop.id)) for shop in self.shops]
+        waiters = [asyncio.ensure_future(self.fleet.next_poll(shop.id)) for shop in self.shops]
         await asyncio.sleep(0)  # every waiter registered before any shop can finish
         if self.task is None:
             self.task = asyncio.create_task(self.fleet.run())

@@ -20,8 +20,8 @@ Run it:
     python examples/bulk_batches_to_sqlite.py
 
 By default it syncs a shop of the built-in TOP emulator into a temporary
-directory. With TAOBAO_APP_KEY, TAOBAO_APP_SECRET and TAOBAO_SESSION set, it syncs
-your shop on the real Taobao gateway (id TAOBAO_SHOP_ID, default "my-shop") into
+directory. With TAOBAO_ORDERSYNC_APP_KEY, TAOBAO_ORDERSYNC_APP_SECRET and TAOBAO_ORDERSYNC_SESSION set, it syncs
+your shop on the real Taobao gateway (id TAOBAO_ORDERSYNC_SHOP_ID, default "my-shop") into
 ./trades.sqlite3; run it again and it continues from the checkpoint in that file.
 """
 
@@ -94,9 +94,10 @@ class TradeTable:
 @contextlib.asynccontextmanager
 async def environment() -> AsyncIterator[tuple[TopClient, Shop, Path, Callable[[], None]]]:
     """A client, the shop, a directory for the databases and a "time passes" step."""
-    if key := os.environ.get("TAOBAO_APP_KEY"):
-        shop = Shop(id=os.environ.get("TAOBAO_SHOP_ID", "my-shop"), session=os.environ["TAOBAO_SESSION"])
-        async with TopClient(key, os.environ["TAOBAO_APP_SECRET"]) as client:
+    if key := os.environ.get("TAOBAO_ORDERSYNC_APP_KEY"):
+        shop_id = os.environ.get("TAOBAO_ORDERSYNC_SHOP_ID", "my-shop")
+        shop = Shop(id=shop_id, session=os.environ["TAOBAO_ORDERSYNC_SESSION"])
+        async with TopClient(key, os.environ["TAOBAO_ORDERSYNC_APP_SECRET"]) as client:
             yield client, shop, Path(), lambda: None
         return
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,8 +22,8 @@ Run it:
     python examples/custom_checkpoint_store.py
 
 By default it syncs a shop of the built-in TOP emulator, with the JSON file in a
-temporary directory. With TAOBAO_APP_KEY, TAOBAO_APP_SECRET and TAOBAO_SESSION set,
-it syncs your shop on the real Taobao gateway (id TAOBAO_SHOP_ID, default
+temporary directory. With TAOBAO_ORDERSYNC_APP_KEY, TAOBAO_ORDERSYNC_APP_SECRET and TAOBAO_ORDERSYNC_SESSION set,
+it syncs your shop on the real Taobao gateway (id TAOBAO_ORDERSYNC_SHOP_ID, default
 "my-shop") with checkpoints in ./checkpoints.json. It keeps no copy of the trades,
 it only counts them: run it again and it continues from the checkpoint.
 """
@@ -119,9 +119,10 @@ class JsonFileStore:
 @contextlib.asynccontextmanager
 async def environment() -> AsyncIterator[tuple[TopClient, Shop, Path, Callable[[], None]]]:
     """A client, the shop, the checkpoint file and a "time passes" step."""
-    if key := os.environ.get("TAOBAO_APP_KEY"):
-        shop = Shop(id=os.environ.get("TAOBAO_SHOP_ID", "my-shop"), session=os.environ["TAOBAO_SESSION"])
-        async with TopClient(key, os.environ["TAOBAO_APP_SECRET"]) as client:
+    if key := os.environ.get("TAOBAO_ORDERSYNC_APP_KEY"):
+        shop_id = os.environ.get("TAOBAO_ORDERSYNC_SHOP_ID", "my-shop")
+        shop = Shop(id=shop_id, session=os.environ["TAOBAO_ORDERSYNC_SESSION"])
+        async with TopClient(key, os.environ["TAOBAO_ORDERSYNC_APP_SECRET"]) as client:
             yield client, shop, Path("checkpoints.json"), lambda: None
         return
     with tempfile.TemporaryDirectory() as scratch:

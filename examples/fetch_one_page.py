@@ -1,7 +1,7 @@
 """Fetch one page of recently modified trades.
 
-Runs against the built-in emulator unless TAOBAO_APP_KEY, TAOBAO_APP_SECRET and
-TAOBAO_SESSION are set, in which case it asks the real Taobao gateway.
+Runs against the built-in emulator unless TAOBAO_ORDERSYNC_APP_KEY, TAOBAO_ORDERSYNC_APP_SECRET and
+TAOBAO_ORDERSYNC_SESSION are set, in which case it asks the real Taobao gateway.
 
     python examples/fetch_one_page.py
 """
@@ -21,9 +21,9 @@ from taobao_ordersync.testing import Emulator, ShopProfile
 @contextlib.asynccontextmanager
 async def connect() -> AsyncIterator[tuple[TopClient, str]]:
     """A client and a session key: real credentials from the environment, else the emulator."""
-    if key := os.environ.get("TAOBAO_APP_KEY"):
-        async with TopClient(key, os.environ["TAOBAO_APP_SECRET"]) as client:
-            yield client, os.environ["TAOBAO_SESSION"]
+    if key := os.environ.get("TAOBAO_ORDERSYNC_APP_KEY"):
+        async with TopClient(key, os.environ["TAOBAO_ORDERSYNC_APP_SECRET"]) as client:
+            yield client, os.environ["TAOBAO_ORDERSYNC_SESSION"]
         return
     async with (
         Emulator(profile=ShopProfile(orders_per_day=500, history_days=2)) as emulator,

@@ -10,7 +10,7 @@ What it shows:
   (a ``handler_failed`` event), never skipping them;
 - status lines from ``fleet.statuses()`` while it runs, and events from ``on_event``;
 - a bounded run: it waits until every shop has completed a poll
-  (``await fleet.polled(shop_id)``) or been paused, then ``fleet.stop()``.
+  (``await fleet.next_poll(shop_id)``) or been paused, then ``fleet.stop()``.
 
 Run it:
 
@@ -19,9 +19,9 @@ Run it:
 By default it runs four shops of the built-in TOP emulator; ``shop-4``'s session
 is expired with ``emulator.expire_session``. It takes a few seconds.
 
-With TAOBAO_APP_KEY and TAOBAO_APP_SECRET set, it runs your shops on the real
-Taobao gateway instead, read from TAOBAO_SHOPS as ``shop_id=session`` pairs
-separated by commas or spaces (``TAOBAO_SHOPS="shop-a=6100...,shop-b=6201..."``).
+With TAOBAO_ORDERSYNC_APP_KEY and TAOBAO_ORDERSYNC_APP_SECRET set, it runs your shops on the real
+Taobao gateway instead, read from TAOBAO_ORDERSYNC_SHOPS as ``shop_id=session`` pairs
+separated by commas or spaces (``TAOBAO_ORDERSYNC_SHOPS="shop-a=6100...,shop-b=6201..."``).
 A shop's first poll backfills three months of trades, so that run can take a long
 while. The copies are dicts in memory, so the checkpoints are kept in memory too
 (``MemoryStore``): a checkpoint must never outlive the data it vouches for. In
@@ -58,12 +58,15 @@ DEMO_POLICY = PollPolicy(min_interval=1.0, max_interval=10.0, min_backoff=0.5, m
 @contextlib.asynccontextmanager
 async def environment() -> AsyncIterator[tuple[TopClient, list[Shop], PollPolicy, bool]]:
     """The client, the shops, a poll policy, and whether this is the emulator."""
-    if key := os.environ.get("TAOBAO_APP_KEY"):
-        pairs = [pair.partition("=") for pair in re.split(r"[,\s]+", os.environ.get("TAOBAO_SHOPS", "")) if pair]
+    if key := os.environ.get("TAOBAO_ORDERSYNC_APP_KEY"):
+        listed = os.environ.get("TAOBAO_ORDERSYNC_SHOPS", "")
+        pairs = [pair.partition("=") for pair in re.split(r"[,\s]+", listed) if pair]
         shops = [Shop(id=shop_id.strip(), session=session.strip()) for shop_id, _, session in pairs]
         if not shops:
-            raise SystemExit("set TAOBAO_SHOPS to shop_id=session pairs, e.g. TAOBAO_SHOPS='shop-a=6100...'")
-        async with TopClient(key, os.environ["TAOBAO_APP_SECRET"]) as client:
+            raise SystemExit(
+                "set TAOBAO_ORDERSYNC_SHOPS to shop_id=session pairs, e.g. TAOBAO_ORDERSYNC_SHOPS='shop-a=6100...'"
+            )
+        async with TopClient(key, os.environ["TAOBAO_ORDERSYNC_APP_SECRET"]) as client:
             yield client, shops, PollPolicy(), False
         return
     profile = ShopProfile(orders_per_day=500, history_days=2)
@@ -94,7 +97,7 @@ def status_line(status: ShopStatus) -> str:
 
 async def settled(fleet: Fleet, shop_id: str, paused: asyncio.Event) -> None:
     """Until the shop completes a poll (it has caught up) or is paused."""
-    polled = asyncio.ensure_future(fleet.polled(shop_id))
+    polled = asyncio.ensure_future(fleet.next_poll(shop_id))
     stopped = asyncio.ensure_future(paused.wait())
     await asyncio.wait({polled, stopped}, return_when=asyncio.FIRST_COMPLETED)
     polled.cancel()

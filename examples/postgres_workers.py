@@ -27,7 +27,7 @@ folder, unless TAOBAO_ORDERSYNC_POSTGRES holds the URI of a server of yours; the
 it works in a schema of its own, ``example_workers``, which it drops when done (and
 at start, should an interrupted run have left it). It takes several seconds.
 
-It always syncs shops of the built-in TOP emulator, even with TAOBAO_APP_KEY set:
+It always syncs shops of the built-in TOP emulator, even with TAOBAO_ORDERSYNC_APP_KEY set:
 two workers in one program are a demonstration. In production run one worker per
 process (``Worker(...).run()`` or ``taobao-ordersync worker``), with the same rate
 and lease everywhere; see docs/guides/deployment.md. The copies here are dicts in

@@ -23,8 +23,8 @@ By default it runs against the built-in TOP emulator (a shop with two days of
 history; between the two runs the emulator's clock jumps five minutes ahead, with
 the shop's activity in between).
 
-With TAOBAO_APP_KEY, TAOBAO_APP_SECRET and TAOBAO_SESSION set, it syncs your shop
-on the real Taobao gateway instead, under the id TAOBAO_SHOP_ID (default
+With TAOBAO_ORDERSYNC_APP_KEY, TAOBAO_ORDERSYNC_APP_SECRET and TAOBAO_ORDERSYNC_SESSION set, it syncs your shop
+on the real Taobao gateway instead, under the id TAOBAO_ORDERSYNC_SHOP_ID (default
 "my-shop"). The first run there backfills three months of trades, which can take
 a while; the second continues from its checkpoint.
 """
@@ -48,9 +48,10 @@ async def environment() -> AsyncIterator[tuple[Callable[[], TopClient], Shop, Ca
 
     Real credentials from the environment if set, else the emulator.
     """
-    if key := os.environ.get("TAOBAO_APP_KEY"):
-        secret = os.environ["TAOBAO_APP_SECRET"]
-        shop = Shop(id=os.environ.get("TAOBAO_SHOP_ID", "my-shop"), session=os.environ["TAOBAO_SESSION"])
+    if key := os.environ.get("TAOBAO_ORDERSYNC_APP_KEY"):
+        secret = os.environ["TAOBAO_ORDERSYNC_APP_SECRET"]
+        shop_id = os.environ.get("TAOBAO_ORDERSYNC_SHOP_ID", "my-shop")
+        shop = Shop(id=shop_id, session=os.environ["TAOBAO_ORDERSYNC_SESSION"])
         yield (lambda: TopClient(key, secret)), shop, lambda: None
         return
     profile = ShopProfile(orders_per_day=2000, history_days=2)

@@ -41,6 +41,8 @@ PURE = (
     "models.py",
     "errors.py",
     "planner.py",
+    "_options.py",
+    "checkpoint.py",
 )
 SHELL = {"asyncio", "aiohttp", "backoff", "sqlite3", "time", "socket"}
 

@@ -247,8 +247,8 @@ MUTANTS: tuple[Mutant, ...] = (
                 "    if not window.is_single_second:\n",
                 "    if window.span == SECOND:\n"
                 "        return (\n"
-                "            Window(window.start, window.start, window.types, window.commits),\n"
-                "            Window(window.end, window.end, window.types, window.commits),\n"
+                "            evolve(window, end=window.start),\n"
+                "            evolve(window, start=window.end),\n"
                 "        )\n"
                 "    if not window.is_single_second:\n",
             ),

@@ -3,9 +3,9 @@
 The public API is exactly ``__all__``.
 """
 
-from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._retry import RetryPolicy
 from taobao_ordersync._wire import ALL_TRADE_TYPES
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.client import DEFAULT_URL, TopClient
 from taobao_ordersync.clock import Clock, ClockEstimate, SystemClock
 from taobao_ordersync.errors import (
@@ -37,11 +37,11 @@ from taobao_ordersync.errors import (
     WindowTooDenseError,
     WindowTooLargeError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, PollPolicy, PushObserver, ShopStatus
+from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, PollPolicy, PushObserver, ShopStatus
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
-from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer
+from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer, SyncerOptions
 from taobao_ordersync.tmc import PushMode, TmcConsumer, TmcMessage, TmcStats
 from taobao_ordersync.transport import AiohttpTransport, RawResponse, Transport
 
@@ -69,6 +69,7 @@ __all__ = [
     "ConnectError",
     "Fleet",
     "FleetEvent",
+    "FleetOptions",
     "HeartbeatFailedError",
     "InvalidRequestError",
     "LeaseLostError",
@@ -93,6 +94,7 @@ __all__ = [
     "StoredCheckpoint",
     "SyncError",
     "Syncer",
+    "SyncerOptions",
     "SystemClock",
     "TaobaoOrderSyncError",
     "TmcConsumer",

@@ -1,92 +1,9 @@
-"""A shop's sync position and its versioned JSON form (pure).
+"""The old, private home of ``Checkpoint`` (now ``taobao_ordersync.checkpoint``).
 
-The stored document is small, versioned and free of secrets (no session key)::
-
-    {"format": 1, "shop_id": "...", "origin": "...", "cursor": "...",
-     "backfill_from": "...", "backfilled_to": "..." | null, "boundary": [[tid, "modified"], ...]}
-
-``origin`` is T0 (server time minus lag at the first sync); ``backfilled_to`` is
-the creation-time progress of the backfill (``None`` once it is complete);
-``cursor`` is the modification time up to which increments are complete;
-``boundary`` holds the trades already delivered in the cursor's own second, so the
-touching next window does not deliver them again.
+Kept while modules written against it (``postgres``, ``audit``, ``testing.emulator``) still
+import it from here; it holds nothing of its own.
 """
 
-from __future__ import annotations
+from taobao_ordersync.checkpoint import FORMAT, MAX_BOUNDARY, Checkpoint, Key
 
-import json
-from datetime import datetime
-from typing import Any, Final
-
-from attrs import frozen
-
-from taobao_ordersync._time import format_time, parse_time
-from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
-
-FORMAT: Final = 1
-#: Boundary keys kept at most; beyond this, duplicates are allowed (never losses).
-MAX_BOUNDARY: Final = 2000
-
-Key = tuple[int, datetime]
-
-
-def _exact_int(value: Any) -> int:
-    if type(value) is not int:
-        raise TypeError(f"trade id {value!r} is not an integer")
-    return value
-
-
-@frozen(kw_only=True)
-class Checkpoint:
-    """Where a shop's sync stands."""
-
-    shop_id: str
-    origin: datetime
-    cursor: datetime
-    backfill_from: datetime
-    backfilled_to: datetime | None
-    boundary: frozenset[Key] = frozenset()
-
-    @property
-    def backfill_done(self) -> bool:
-        return self.backfilled_to is None
-
-    def to_json(self) -> str:
-        keys = sorted(self.boundary)[:MAX_BOUNDARY] if len(self.boundary) <= MAX_BOUNDARY else []
-        document: dict[str, Any] = {
-            "format": FORMAT,
-            "shop_id": self.shop_id,
-            "origin": format_time(self.origin),
-            "cursor": format_time(self.cursor),
-            "backfill_from": format_time(self.backfill_from),
-            "backfilled_to": None if self.backfilled_to is None else format_time(self.backfilled_to),
-            "boundary": [[tid, format_time(modified)] for tid, modified in keys],
-        }
-        return json.dumps(document, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str, *, shop_id: str) -> Checkpoint:
-        try:
-            document = json.loads(text)
-            if not isinstance(document, dict):
-                raise TypeError("not an object")
-            found = document.get("format")
-            if type(found) is int and found > FORMAT:
-                raise CheckpointVersionError(shop_id, found=found, known=FORMAT)
-            if type(found) is not int or found != FORMAT:
-                raise CheckpointCorruptError(f"shop {shop_id!r}: checkpoint format {found!r} is not {FORMAT}")
-            if document["shop_id"] != shop_id:
-                raise ValueError(f"it belongs to shop {document['shop_id']!r}")
-            backfilled_to = document["backfilled_to"]
-            return cls(
-                shop_id=shop_id,
-                origin=parse_time(document["origin"]),
-                cursor=parse_time(document["cursor"]),
-                backfill_from=parse_time(document["backfill_from"]),
-                backfilled_to=None if backfilled_to is None else parse_time(backfilled_to),
-                boundary=frozenset((_exact_int(tid), parse_time(modified)) for tid, modified in document["boundary"]),
-            )
-        except (CheckpointCorruptError, CheckpointVersionError):
-            raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CheckpointCorruptError(f"shop {shop_id!r}: stored checkpoint is unreadable: {exc}") from exc
+__all__ = ["FORMAT", "MAX_BOUNDARY", "Checkpoint", "Key"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -49,7 +50,7 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.stores import SqliteStore
-from taobao_ordersync.syncer import ShopProgress, Syncer
+from taobao_ordersync.syncer import DEFAULT_SETTLE, ShopProgress, Syncer, SyncerOptions
 
 # Exit codes: one per thing the user must do differently.
 OK: Final = 0
@@ -68,11 +69,27 @@ AUDIT_LOST: Final = 12  # audit: trades were missing or stale in the SQLite file
 AUDIT_EXTRA: Final = 13  # audit: nothing lost, but the file holds trades Taobao does not list
 INTERRUPTED: Final = 130
 
-ENV_KEY, ENV_SECRET, ENV_SESSION = "TAOBAO_APP_KEY", "TAOBAO_APP_SECRET", "TAOBAO_SESSION"
-ENV_POSTGRES = "TAOBAO_ORDERSYNC_POSTGRES"
+# Environment variables: one scheme, the package's name first (docs/reference.md lists them).
+ENV_KEY: Final = "TAOBAO_ORDERSYNC_APP_KEY"
+ENV_SECRET: Final = "TAOBAO_ORDERSYNC_APP_SECRET"  # noqa: S105 (the variable's name, not a secret)
+ENV_SESSION: Final = "TAOBAO_ORDERSYNC_SESSION"
+ENV_POSTGRES: Final = "TAOBAO_ORDERSYNC_POSTGRES"
+#: The names before it, still read (with a warning) for one release when the new one is not set.
+OLD_ENV: Final = {ENV_KEY: "TAOBAO_APP_KEY", ENV_SECRET: "TAOBAO_APP_SECRET", ENV_SESSION: "TAOBAO_SESSION"}
+
+logger = logging.getLogger("taobao_ordersync.cli")
+
+
+def _default(owner: Callable[..., object], name: str) -> Any:
+    """``owner``'s default for its parameter ``name``: an option's default is defined once, in the library."""
+    return inspect.signature(owner).parameters[name].default
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from taobao_ordersync.fleet import Fleet, PollPolicy
+    from taobao_ordersync.worker import Worker
+
+    lag, rate, burst = _default(Syncer, "lag"), _default(TopClient, "rate"), _default(TopClient, "burst")
     parser = argparse.ArgumentParser(
         prog="taobao-ordersync",
         description="Keep a complete copy of Taobao sellers' orders, losing none.",
@@ -113,16 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--out", type=Path, help="upsert trades into this SQLite file (table `trades`) instead")
     sync.add_argument("--follow", action="store_true", help="keep polling until SIGINT or SIGTERM")
     sync.add_argument("--interval", type=float, default=300.0, help="seconds between polls with --follow")
-    sync.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
+    sync.add_argument(
+        "--lag", type=float, default=lag, help=f"seconds windows stay behind Taobao's clock (default {lag:g})"
+    )
     sync.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
+    min_backoff, max_backoff = _default(PollPolicy, "min_backoff"), _default(PollPolicy, "max_backoff")
     sync.add_argument(
         "--min-backoff",
         type=float,
-        default=30.0,
-        help="--follow: seconds to wait after a failure that outlasted the retries, doubling (default 30)",
+        default=min_backoff,
+        help=f"--follow: seconds to wait after a failure outlasting the retries, doubling (default {min_backoff:g})",
     )
     sync.add_argument(
-        "--max-backoff", type=float, default=1800.0, help="--follow: the longest wait after failures (default 1800)"
+        "--max-backoff",
+        type=float,
+        default=max_backoff,
+        help=f"--follow: the longest wait after failures (default {max_backoff:g})",
     )
     _push_arguments(sync, "--follow: TMC push messages for freshness, polling as the proof")
     sync.add_argument("--seller-nick", help="--tmc: the seller's nick, as TMC messages name it (required)")
@@ -140,15 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="the SQLite file `sync --out` writes; '{shop}' in it is replaced by the shop id"
     )
     audit.add_argument("--days", type=float, help="audit trades created in the last DAYS days (default: all 90)")
+    settle = DEFAULT_SETTLE.total_seconds()
     audit.add_argument(
-        "--settle", type=float, default=900.0, help="seconds your sync needs to deliver a change (default 900)"
+        "--settle", type=float, default=settle, help=f"seconds your sync needs to deliver a change (default {settle:g})"
     )
     audit.add_argument("--repair", action="store_true", help="upsert missing and stale trades into --out")
     audit.add_argument(
         "--deep", type=float, metavar="DAYS", help="also compare versions of trades modified in the last DAYS days"
     )
     audit.add_argument("--json", metavar="PATH", help="write the JSON report here ('-': stdout, instead of the table)")
-    audit.add_argument("--rate", type=float, default=10.0, help="the app's calls per second (default 10)")
+    audit.add_argument("--rate", type=float, default=rate, help=f"the app's calls per second (default {rate:g})")
     audit.add_argument("--concurrency", type=_positive_int, default=4, help="shops audited at once (default 4)")
 
     worker = commands.add_parser(
@@ -160,13 +184,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--sessions", required=True, type=Path, help="JSON file {shop_id: session key}, re-read when it changes"
     )
     worker.add_argument("--out", type=Path, help='append trades as NDJSON {"shop_id", "trade"} here (default stdout)')
-    worker.add_argument("--rate", type=float, default=10.0, help="the app's calls per second, shared by all workers")
-    worker.add_argument("--burst", type=_positive_int, default=1, help="calls allowed back to back (default 1)")
-    worker.add_argument("--lease", type=float, default=30.0, help="seconds a shop's lease lasts (default 30)")
-    worker.add_argument("--concurrency", type=_positive_int, default=16, help="shops read at once (default 16)")
-    worker.add_argument("--lag", type=float, default=10.0, help="seconds windows stay behind Taobao's clock")
-    worker.add_argument("--min-interval", type=float, default=60.0, help="fastest poll of a quiet shop, seconds")
-    worker.add_argument("--max-interval", type=float, default=600.0, help="slowest poll of a quiet shop, seconds")
+    lease, concurrency = _default(Worker, "lease"), _default(Fleet, "concurrency")
+    min_interval, max_interval = _default(PollPolicy, "min_interval"), _default(PollPolicy, "max_interval")
+    worker.add_argument(
+        "--rate", type=float, default=rate, help=f"the app's calls per second, shared by all workers (default {rate:g})"
+    )
+    worker.add_argument(
+        "--burst", type=_positive_int, default=burst, help=f"calls allowed back to back (default {burst})"
+    )
+    worker.add_argument("--lease", type=float, default=lease, help=f"seconds a shop's lease lasts (default {lease:g})")
+    worker.add_argument(
+        "--concurrency", type=_positive_int, default=concurrency, help=f"shops read at once (default {concurrency})"
+    )
+    worker.add_argument(
+        "--lag", type=float, default=lag, help=f"seconds windows stay behind Taobao's clock (default {lag:g})"
+    )
+    worker.add_argument(
+        "--min-interval",
+        type=float,
+        default=min_interval,
+        help=f"fastest poll of a quiet shop, seconds (default {min_interval:g})",
+    )
+    worker.add_argument(
+        "--max-interval",
+        type=float,
+        default=max_interval,
+        help=f"slowest poll of a quiet shop, seconds (default {max_interval:g})",
+    )
     worker.add_argument("--worker-id", help="a unique name (default: host, pid and a random suffix)")
     worker.add_argument("--fullinfo", action="store_true", help="fetch each trade with taobao.trade.fullinfo.get")
     _push_arguments(
@@ -174,11 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         "also consume the app's TMC messages (shop ids are seller nicks); a message of a shop another worker "
         "holds reaches it through PostgreSQL",
     )
+    give_up_after = _default(Worker, "give_up_after")
     worker.add_argument(
         "--give-up-after",
         type=float,
-        default=300.0,
-        help="exit with code 11 after this many seconds without a heartbeat (default 300; 0: never)",
+        default=give_up_after,
+        help=f"exit with code 11 after this many seconds without a heartbeat (default {give_up_after:g}; 0: never)",
     )
 
     shops = commands.add_parser("shops", help="add, remove or list the shops workers share (PostgreSQL)")
@@ -345,8 +390,17 @@ async def _emulator(args: argparse.Namespace) -> int:
     return OK
 
 
+def _environ(name: str) -> str | None:
+    """The variable ``name``, else its old name's value, with a warning to rename it."""
+    value = os.environ.get(name)
+    old = OLD_ENV.get(name)
+    if not value and old is not None and (value := os.environ.get(old)):
+        logger.warning("$%s is deprecated and goes in the next release: set $%s instead", old, name)
+    return value
+
+
 def _require(value: str | None, env: str, what: str) -> str:
-    value = value or os.environ.get(env)
+    value = value or _environ(env)
     if not value:
         raise ConfigurationError(f"missing {what}: pass --{what.replace(' ', '-')} or set ${env}")
     return value
@@ -370,9 +424,7 @@ async def _sync(args: argparse.Namespace) -> int:
             shop = Shop(id=args.shop_id, session=session)
             if args.follow:
                 return await _follow(args, client, store, sink, shop)
-            syncer = Syncer(
-                client, store=store, lag=args.lag, fullinfo=args.fullinfo, on_progress=_ProgressLine(sys.stderr)
-            )
+            syncer = Syncer(client, store=store, **_syncer_options(args))
             count = 0
             async for batch in syncer.batches(shop):
                 await asyncio.to_thread(sink.write, batch.trades)  # file I/O off the event loop
@@ -384,6 +436,14 @@ async def _sync(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return OK
+
+
+def _syncer_options(args: argparse.Namespace) -> SyncerOptions:
+    """The ``Syncer``'s options of ``sync`` (with or without ``--follow``) and ``worker``."""
+    options: SyncerOptions = {"lag": args.lag, "fullinfo": args.fullinfo}
+    if args.command == "sync":  # one shop: its progress on stderr during long backfills
+        options["on_progress"] = _ProgressLine(sys.stderr)
+    return options
 
 
 def _top_client(app_key: str, secret: str, **options: Any) -> TopClient:
@@ -447,9 +507,7 @@ async def _follow(
         concurrency=1,
         policy=policy,
         on_event=report,
-        lag=args.lag,
-        fullinfo=args.fullinfo,
-        on_progress=_ProgressLine(sys.stderr),
+        **_syncer_options(args),
     )
     fleet.add(shop)
     consumer = None
@@ -648,7 +706,7 @@ async def _status(args: argparse.Namespace) -> int:
     if not shop_ids:
         print("no shops have a checkpoint yet")
         return OK
-    from taobao_ordersync._checkpoint import Checkpoint
+    from taobao_ordersync.checkpoint import Checkpoint
 
     now = datetime.now().astimezone()
     print(f"{'shop':<20} {'phase':<10} {'checkpoint (CST)':<20} {'behind (local clock)':<20}")
@@ -657,10 +715,9 @@ async def _status(args: argparse.Namespace) -> int:
         if stored is None:
             continue
         checkpoint = Checkpoint.from_json(stored.data, shop_id=shop_id)
-        position = checkpoint.backfilled_to or checkpoint.cursor
         phase = "increments" if checkpoint.backfill_done else "backfill"
-        behind = now - position
-        print(f"{shop_id:<20} {phase:<10} {position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
+        behind = now - checkpoint.position
+        print(f"{shop_id:<20} {phase:<10} {checkpoint.position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
     return OK
 
 
@@ -670,7 +727,7 @@ async def _status(args: argparse.Namespace) -> int:
 def _open_postgres(args: argparse.Namespace) -> Any:
     from taobao_ordersync.postgres import PostgresStore
 
-    dsn = args.postgres or os.environ.get(ENV_POSTGRES)
+    dsn = args.postgres or _environ(ENV_POSTGRES)
     if not dsn:
         raise ConfigurationError(f"missing PostgreSQL URI: pass --postgres or set ${ENV_POSTGRES}")
     return PostgresStore(dsn, schema=args.schema)
@@ -776,8 +833,7 @@ async def _worker(args: argparse.Namespace) -> int:
                 on_event=report,
                 policy=policy,
                 concurrency=args.concurrency,
-                lag=args.lag,
-                fullinfo=args.fullinfo,
+                **_syncer_options(args),
             )
             push = None
             if args.tmc:
@@ -878,7 +934,7 @@ async def _postgres_status(args: argparse.Namespace) -> int:
             phase, position = "-", "-"
         else:
             phase = "increments" if checkpoint.backfill_done else "backfill"
-            position = f"{(checkpoint.backfilled_to or checkpoint.cursor):%Y-%m-%d %H:%M:%S}"
+            position = f"{checkpoint.position:%Y-%m-%d %H:%M:%S}"
         behind = _duration(shop.behind) if shop.behind is not None else "-"
         error = f"  {shop.last_error}" if shop.last_error else ""
         print(

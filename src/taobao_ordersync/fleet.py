@@ -30,12 +30,14 @@ import asyncio
 import heapq
 import logging
 import random
+import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, Protocol
+from typing import Final, Literal, Protocol, Unpack
 
 from attrs import define, evolve, field, frozen
 
+from taobao_ordersync import _options
 from taobao_ordersync._time import SECOND, floor_second
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import Clock, wait_until_set
@@ -55,9 +57,9 @@ from taobao_ordersync.errors import (
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.planner import Window
 from taobao_ordersync.stores import CheckpointStore
-from taobao_ordersync.syncer import Batch, Syncer
+from taobao_ordersync.syncer import Batch, Syncer, SyncerOptions
 
-__all__ = ["Fleet", "FleetEvent", "PollPolicy", "PushObserver", "ShopStatus"]
+__all__ = ["Fleet", "FleetEvent", "FleetOptions", "PollPolicy", "PushObserver", "ShopStatus"]
 
 logger = logging.getLogger("taobao_ordersync.fleet")
 
@@ -182,6 +184,19 @@ class ShopStatus:
     calls: int = 0
 
 
+class FleetOptions(SyncerOptions, total=False):
+    """The options of ``Fleet`` a ``Worker`` hands on to its fleet, with the ``Syncer``'s.
+
+    Their meaning, defaults and checks are ``Fleet``'s and ``Syncer``'s (one definition);
+    ``policy`` and ``on_event`` are the ``Worker``'s own arguments.
+    """
+
+    concurrency: int
+    turn_batches: int
+    seed: int | None
+    clock: Clock | None
+
+
 @define
 class _Entry:
     shop: Shop
@@ -217,8 +232,13 @@ class Fleet:
         policy: default ``PollPolicy``; ``add(..., policy=...)`` overrides per shop.
         turn_batches: batches one shop may take per turn before the next shop's turn.
         on_event: called with a ``FleetEvent`` for pauses, back-offs, handler failures, polls.
+        seed: seeds the jitter of poll intervals (None: a random seed).
         clock: the clock polls and back-offs are scheduled on (default: the client's).
-        **syncer_options: passed to ``Syncer`` (``lag``, ``page_size``, ``fullinfo``, ...).
+        **syncer_options: the fleet's one ``Syncer``'s options (``SyncerOptions``: ``lag``,
+            ``page_size``, ``fullinfo``, ...), the same for every shop.
+
+    Raises:
+        ConfigurationError: an option is unknown or has a wrong type or value (it is named).
     """
 
     def __init__(
@@ -233,16 +253,22 @@ class Fleet:
         on_event: Callable[[FleetEvent], None] | None = None,
         seed: int | None = None,
         clock: Clock | None = None,
-        **syncer_options: Any,
+        **syncer_options: Unpack[SyncerOptions],
     ) -> None:
-        if concurrency < 1 or turn_batches < 1:
-            raise ConfigurationError("concurrency and turn_batches must be at least 1")
+        _options.check_known("Fleet", syncer_options, SyncerOptions.__optional_keys__)
+        if not callable(handler):
+            raise ConfigurationError(f"handler must be an async callable handler(shop, batch), got {handler!r}")
         self.client = client
         self.handler = handler
-        self.concurrency = concurrency
+        self.concurrency = _options.whole("concurrency", concurrency, least=1)
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise ConfigurationError(f"policy must be a PollPolicy (or None), got {policy!r}")
         self.policy = policy or PollPolicy()
-        self.turn_batches = turn_batches
+        self.turn_batches = _options.whole("turn_batches", turn_batches, least=1)
+        _options.callback("on_event", on_event)
         self.on_event = on_event
+        if seed is not None and type(seed) is not int:
+            raise ConfigurationError(f"seed must be an int (or None), got {seed!r}")
         self.clock: Clock = clock or client.clock
         self.syncer = Syncer(client, store=store, **syncer_options)
         self._entries: dict[str, _Entry] = {}
@@ -321,7 +347,7 @@ class Fleet:
 
         Versions already handed over (by polling or push) are left out; the rest go to the
         handler as one ``Batch`` with ``phase="push"`` (its window: the seconds they were
-        modified in, ``commits=False``), never while the handler is busy with the same shop.
+        modified in), never while the handler is busy with the same shop.
         Returns how many trades the handler took. The handler's exceptions propagate (and
         are reported as ``handler_failed``); nothing is remembered as delivered then.
         """
@@ -401,15 +427,23 @@ class Fleet:
         """Every shop's status, by id."""
         return [self.status(shop_id) for shop_id in self.shop_ids]
 
-    async def polled(self, shop_id: str) -> None:
+    async def next_poll(self, shop_id: str) -> None:
         """Wait until the shop's next poll completes (it has caught up to Taobao's now - lag).
 
+        A poll already completed does not count, nor one completing before this is awaited.
         Raises the shop's error if it is paused instead, and ``asyncio.CancelledError`` if it is
         removed or the fleet stops first.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._entries[shop_id].waiters.append(future)
         await future
+
+    def polled(self, shop_id: str) -> Awaitable[None]:
+        """Deprecated name of ``next_poll`` (it waits for the *next* poll); goes in the next release."""
+        warnings.warn(
+            "Fleet.polled() is deprecated: use Fleet.next_poll() (the same wait)", DeprecationWarning, stacklevel=2
+        )
+        return self.next_poll(shop_id)
 
     # -- running ---------------------------------------------------------------------
 
@@ -567,7 +601,7 @@ class Fleet:
 
     @staticmethod
     def _release(entry: _Entry, error: BaseException | None, *, polled: bool = False) -> None:
-        """Wake everyone waiting in ``polled()`` for this shop."""
+        """Wake everyone waiting in ``next_poll()`` for this shop."""
         for waiter in entry.waiters:
             if waiter.done():
                 continue

@@ -11,10 +11,11 @@ second of one type is left whole, and the caller must handle it.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 from taobao_ordersync._time import SECOND
 
@@ -23,16 +24,29 @@ __all__ = ["Window", "second_within", "split", "tile"]
 
 @frozen
 class Window:
-    """``[start, end]``, both inclusive, whole seconds, for ``types``.
+    """``[start, end]``, both inclusive, whole seconds, for ``types``: what a ``Batch`` was read from.
 
-    ``commits`` is false for all but the last type-part of a second split by type:
-    the checkpoint may only move past a second once every type in it was read.
+    The time is the creation time in the backfill (and an audit's repairs), the modification
+    time otherwise.
     """
 
     start: datetime
     end: datetime
     types: tuple[str, ...]
-    commits: bool = True
+    # The planner's and the syncer's (``commits=`` to the constructor): false for all but the last
+    # type-part of a second split by type, as the checkpoint may only move past a second once every
+    # type in it was read, and for windows no checkpoint follows (re-reads of a second, push, repair).
+    _commits: bool = field(default=True, repr=False)
+
+    @property
+    def commits(self) -> bool:
+        """Deprecated: whether the checkpoint may move to this window's end is the syncer's business."""
+        warnings.warn(
+            "Window.commits is internal to the syncer and goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._commits
 
     @property
     def span(self) -> timedelta:
@@ -79,10 +93,7 @@ def split(window: Window) -> tuple[Window, Window]:
     if not window.is_single_second:
         seconds = int(window.span.total_seconds())
         middle = window.start + timedelta(seconds=seconds // 2)
-        return (
-            Window(window.start, middle, window.types, window.commits),
-            Window(middle, window.end, window.types, window.commits),
-        )
+        return evolve(window, end=middle), evolve(window, start=middle)
     if len(window.types) > 1:
         half = len(window.types) // 2
         return (

@@ -23,15 +23,15 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from contextlib import aclosing
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypedDict
 
 from attrs import define, evolve, field, frozen
 
-from taobao_ordersync import _wire
-from taobao_ordersync._checkpoint import Checkpoint, Key
+from taobao_ordersync import _options, _wire
 from taobao_ordersync._paging import CountProof, SeamCheck, newest_second, page_count, page_plan
 from taobao_ordersync._retry import is_transient
 from taobao_ordersync._time import SECOND, floor_second
+from taobao_ordersync.checkpoint import Checkpoint, Key
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.errors import (
     BusinessError,
@@ -50,7 +50,7 @@ from taobao_ordersync.stores import CheckpointStore, StoredCheckpoint
 if TYPE_CHECKING:
     from taobao_ordersync.audit import AuditProgress, AuditReport, TradeLedger
 
-__all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer"]
+__all__ = ["HORIZON", "Batch", "ShopProgress", "Syncer", "SyncerOptions"]
 
 HORIZON: Final = _wire.HORIZON
 #: Kept between the horizon and our oldest request, so a request planned now is still valid when sent.
@@ -90,6 +90,11 @@ class Batch:
 class ShopProgress:
     """Where one shop's sync stands, updated as it runs (for progress displays and status).
 
+    The positions come from the shop's checkpoint (None until it is loaded): ``cursor`` is how
+    far the sync has read (creation time during the backfill, then modification time),
+    ``target`` where this run stops, ``backfilled_to`` how far the backfill has read (None
+    once it is done: ask ``backfill_done``).
+
     Counters are since this ``Syncer`` was created: ``splits`` counts windows cut because
     they were too big, ``tie_rereads`` seconds read again because a trade of theirs showed
     on two pages (ties that may have moved), ``missing`` the listed trades fullinfo does not
@@ -113,6 +118,11 @@ class ShopProgress:
     missing: list[int] = field(factory=list)
 
     @property
+    def backfill_done(self) -> bool:
+        """Whether the shop's backfill is complete (False also before its checkpoint is loaded)."""
+        return self.origin is not None and self.backfilled_to is None
+
+    @property
     def behind(self) -> timedelta | None:
         """How far the committed position trails the run's target."""
         if self.target is None or self.cursor is None:
@@ -120,11 +130,34 @@ class ShopProgress:
         return max(timedelta(0), self.target - self.cursor)
 
 
+class SyncerOptions(TypedDict, total=False):
+    """The options of ``Syncer``, which ``Fleet`` and ``Worker`` hand on to theirs.
+
+    Their meaning, defaults and checks are ``Syncer``'s (one definition); this names them
+    and their types, so mypy checks ``Fleet(..., lag=5)`` as it checks ``Syncer(..., lag=5)``.
+    """
+
+    lag: float | timedelta
+    overlap: float | timedelta
+    backfill: float | timedelta
+    max_window_orders: int
+    page_size: int
+    max_window: float | timedelta
+    types: Iterable[str]
+    fields: Iterable[str]
+    fullinfo: bool
+    fullinfo_concurrency: int
+    on_expired: Literal["raise", "rebackfill"]
+    on_progress: Callable[[ShopProgress], None] | None
+
+
 def _as_delta(name: str, value: float | timedelta) -> timedelta:
     """A non-negative duration rounded *up* to whole seconds (Taobao's resolution; more is safer)."""
     try:
+        if isinstance(value, bool):  # an int to timedelta, but surely not meant as seconds
+            raise TypeError
         delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    except TypeError:
+    except (TypeError, ValueError, OverflowError):  # not a number, NaN, too big
         raise ConfigurationError(f"{name} must be seconds or a timedelta, got {value!r}") from None
     if delta < timedelta(0):
         raise ConfigurationError(f"{name} must not be negative")
@@ -173,6 +206,12 @@ class Syncer:
         on_expired: ``"raise"`` (default) a ``CheckpointExpiredError`` when a checkpoint
             is older than Taobao's 3-month horizon, or ``"rebackfill"`` to start over.
         on_progress: called with the shop's ``ShopProgress`` after every page.
+
+    ``SyncerOptions`` names these options (all but ``client`` and ``store``) for the
+    ``Fleet`` and ``Worker`` that pass them on.
+
+    Raises:
+        ConfigurationError: an option has a wrong type or value (it is named).
     """
 
     def __init__(
@@ -201,26 +240,19 @@ class Syncer:
         self.max_window = min(_as_delta("max_window", max_window), MAX_INCREMENT_SPAN)
         if self.max_window < timedelta(seconds=1):
             raise ConfigurationError("max_window must be at least one second")
-        if not 1 <= page_size <= _wire.MAX_PAGE_SIZE:
+        self.page_size = _options.whole("page_size", page_size, least=1)
+        if page_size > _wire.MAX_PAGE_SIZE:
             raise ConfigurationError(f"page_size must be 1..{_wire.MAX_PAGE_SIZE}, got {page_size}")
-        if max_window_orders < page_size:
-            raise ConfigurationError("max_window_orders must be at least page_size")
-        self.page_size = page_size
-        self.max_window_orders = max_window_orders
-        self.types = tuple(types)
-        if not self.types:
-            raise ConfigurationError("types must name at least one trade type")
-        wanted = tuple(fields)
-        if not wanted:
-            raise ConfigurationError("fields must name at least one field")
+        self.max_window_orders = _options.whole("max_window_orders", max_window_orders, least=page_size)
+        self.types = _options.names("types", types)
+        wanted = _options.names("fields", fields)
         self.fields = tuple(dict.fromkeys(("tid", "modified", "created", *wanted)))
-        self.fullinfo = fullinfo
-        if fullinfo_concurrency < 1:
-            raise ConfigurationError("fullinfo_concurrency must be >= 1")
-        self.fullinfo_concurrency = fullinfo_concurrency
+        self.fullinfo = _options.flag("fullinfo", fullinfo)
+        self.fullinfo_concurrency = _options.whole("fullinfo_concurrency", fullinfo_concurrency, least=1)
         if on_expired not in ("raise", "rebackfill"):
-            raise ConfigurationError("on_expired must be 'raise' or 'rebackfill'")
+            raise ConfigurationError(f"on_expired must be 'raise' or 'rebackfill', got {on_expired!r}")
         self.on_expired = on_expired
+        _options.callback("on_progress", on_progress)
         self.on_progress = on_progress
         self._progress: dict[str, ShopProgress] = {}
 
@@ -354,7 +386,7 @@ class Syncer:
         progress.origin = checkpoint.origin
         progress.backfill_from = checkpoint.backfill_from
         progress.backfilled_to = checkpoint.backfilled_to
-        progress.cursor = checkpoint.cursor if checkpoint.backfill_done else checkpoint.backfilled_to
+        progress.cursor = checkpoint.position
 
     async def _backfill(self, shop: Shop, checkpoint: Checkpoint, horizon: datetime) -> _Steps:
         progress = self.progress(shop.id)
@@ -432,7 +464,7 @@ class Syncer:
                 queue.extend(reversed(split(window)))
                 continue
             progress.windows += 1
-            if window.commits:
+            if window._commits:
                 carried = frozenset(key for key, at in seen.items() if at == window.end)
                 yield _Reached(window.end, carried)
                 seen = dict.fromkeys(carried, window.end)
@@ -482,7 +514,7 @@ class Syncer:
                 seams.record(page_no, sightings)
                 yield await self._deliver(shop, phase, window, page, seen)
                 reached = newest_second(sightings) if stable else None
-                if reached is not None and window.commits:
+                if reached is not None and window._commits:
                     async for step in self._reread_seconds(shop, phase, window, seams, seen, before=reached):
                         yield step
                     yield _Reached(reached, frozenset(key for key, at in seen.items() if at == reached))

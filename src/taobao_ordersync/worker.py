@@ -31,8 +31,9 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Unpack
 
+from taobao_ordersync import _options
 from taobao_ordersync._lease import MIN_SHARE, LeaseRow, rebalance
 from taobao_ordersync.client import TopClient
 from taobao_ordersync.clock import wait_until_set
@@ -47,7 +48,7 @@ from taobao_ordersync.errors import (
     StoreUnavailableError,
     TaobaoOrderSyncError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, Handler, PollPolicy
+from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, Handler, PollPolicy
 from taobao_ordersync.models import Shop
 from taobao_ordersync.postgres import Heartbeat, PostgresStore, PushedMessage, Report
 from taobao_ordersync.tmc import TmcConsumer, TmcMessage, tmc_user_permit
@@ -116,12 +117,17 @@ class Worker:
             one whose provider has a working session, may take it.
         on_event: called with each ``FleetEvent`` (lease losses are ``paused`` events
             carrying ``LeaseLostError``; session trouble carries ``SessionUnavailableError``).
+        policy: the fleet's ``PollPolicy``.
         min_stay: seconds a shop stays with this worker before it may be handed over to spread heavy
             shops (a flash sale that made some of its shops heavy later); default ``max(60, 4 x lease)``.
         give_up_after: seconds of failing heartbeats (counted from the last renewal) after which
             ``run()`` ends with ``HeartbeatFailedError`` rather than keep trying (default 300; None:
             never). Past one lease the worker holds nothing, and says so at ``ERROR`` once a lease.
-        **fleet_options: ``concurrency``, ``policy``, ``turn_batches`` and ``Syncer`` options.
+        **fleet_options: the worker's ``Fleet``'s options (``FleetOptions``: ``concurrency``,
+            ``turn_batches``, ...) and its ``Syncer``'s (``lag``, ``fullinfo``, ...).
+
+    Raises:
+        ConfigurationError: an option is unknown or has a wrong type or value (it is named).
     """
 
     def __init__(
@@ -139,33 +145,35 @@ class Worker:
         policy: PollPolicy | None = None,
         give_up_after: float | None = 300.0,
         min_stay: float | None = None,
-        **fleet_options: Any,
+        **fleet_options: Unpack[FleetOptions],
     ) -> None:
+        _options.check_known("Worker", fleet_options, FleetOptions.__optional_keys__)
         if not isinstance(store, PostgresStore):
             raise ConfigurationError("Worker needs a PostgresStore")
         if not callable(sessions):
             raise ConfigurationError("sessions must be a callable: sessions(shop_id) -> session key")
-        if not lease > 0:
-            raise ConfigurationError("lease must be > 0 seconds")
-        self.heartbeat_every = heartbeat if heartbeat is not None else lease / 3
-        if not 0 < self.heartbeat_every < lease:
-            raise ConfigurationError("heartbeat must be > 0 and shorter than the lease")
-        self.release_paused_after = release_paused_after if release_paused_after is not None else 3 * lease
-        if not self.release_paused_after > 0:
-            raise ConfigurationError("release_paused_after must be > 0 seconds")
-        if give_up_after is not None and not give_up_after >= lease:
+        lease = _options.seconds("lease", lease)
+        self.heartbeat_every = _options.seconds("heartbeat", heartbeat) if heartbeat is not None else lease / 3
+        if not self.heartbeat_every < lease:
+            raise ConfigurationError("heartbeat must be shorter than the lease")
+        self.release_paused_after = (
+            _options.seconds("release_paused_after", release_paused_after)
+            if release_paused_after is not None
+            else 3 * lease
+        )
+        if give_up_after is not None and not _options.seconds("give_up_after", give_up_after) >= lease:
             raise ConfigurationError("give_up_after must be at least the lease (or None: never give up)")
         self.give_up_after = give_up_after
-        self.min_stay = min_stay if min_stay is not None else max(60.0, 4 * lease)
-        if not self.min_stay >= 0:
-            raise ConfigurationError("min_stay must be >= 0 seconds")
+        self.min_stay = (
+            _options.seconds("min_stay", min_stay, positive=False) if min_stay is not None else max(60.0, 4 * lease)
+        )
         self.handed_over = 0  # heavy shops given back to spread them
         self.client = client
         self.store = store
         self.sessions = sessions
         self._host = socket.gethostname()
         self.worker_id = worker_id or f"{self._host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.lease = float(lease)
+        self.lease = lease
         self.budget = client.rate  # the whole app's calls per second
         self.on_event = on_event
         self.live_workers = 1

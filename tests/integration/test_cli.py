@@ -89,13 +89,57 @@ def test_missing_credentials(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No app key anywhere: exit 3 and a one-line hint naming the flag and the variable."""
+    monkeypatch.delenv("TAOBAO_ORDERSYNC_APP_KEY", raising=False)
     monkeypatch.delenv("TAOBAO_APP_KEY", raising=False)
     code, _, err = run(["sync", "--shop-id", "s", "--store", str(tmp_path / "c.db")], capsys)
 
     assert cli.CONFIG == code
-    assert "missing app key: pass --app-key or set $TAOBAO_APP_KEY" in err
+    assert "missing app key: pass --app-key or set $TAOBAO_ORDERSYNC_APP_KEY" in err
     assert "Traceback" not in err
     assert 1 == len(err.strip().splitlines())
+
+
+def env_sync_args(url: str, tmp_path: Path) -> list[str]:
+    return ["sync", "--url", url, "--shop-id", "shop-1", "--store", str(tmp_path / "checkpoints.sqlite3")]
+
+
+def test_the_old_variable_names_still_work_with_a_warning(
+    emulator_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only $TAOBAO_APP_KEY, $TAOBAO_APP_SECRET and $TAOBAO_SESSION set: they are read, and each
+    warning names the old and the new name."""
+    for new, old in cli.OLD_ENV.items():
+        monkeypatch.delenv(new, raising=False)
+        monkeypatch.setenv(old, "session-1" if old == "TAOBAO_SESSION" else "test")
+
+    code, _, _ = run(env_sync_args(emulator_url, tmp_path), capsys)
+
+    assert cli.OK == code
+    assert [
+        f"${old} is deprecated and goes in the next release: set ${new} instead" for new, old in cli.OLD_ENV.items()
+    ] == [record.getMessage() for record in caplog.records if "deprecated" in record.getMessage()]
+
+
+def test_the_new_variable_names_win_over_the_old(
+    emulator_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both set (the old ones wrong): the new names are used, and nothing warns."""
+    for new, old in cli.OLD_ENV.items():
+        monkeypatch.setenv(new, "session-1" if new == cli.ENV_SESSION else "test")
+        monkeypatch.setenv(old, "stale")
+
+    code, _, _ = run(env_sync_args(emulator_url, tmp_path), capsys)
+
+    assert cli.OK == code
+    assert not [record for record in caplog.records if "deprecated" in record.getMessage()]
 
 
 def test_invalid_session(emulator_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

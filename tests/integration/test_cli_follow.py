@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from taobao_ordersync import RetryPolicy, SqliteStore, TopClient, Trade, cli
-from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._time import floor_second
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
 
 

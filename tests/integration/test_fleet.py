@@ -74,7 +74,7 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
                 fleet.add(Shop(id=state.id, session=state.session))
             runner = asyncio.create_task(fleet.run())
             try:
-                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
+                await asyncio.wait_for(asyncio.gather(*(fleet.next_poll(f"shop-{i}") for i in range(1, 22))), 60)
                 # Stamped ahead of the clock: changes must never surface behind a committed window.
                 emu.flash_sale("shop-1", 15_000, seconds=30, start=emu.now() + timedelta_seconds(1))
                 sale_started = fleet.clock.monotonic()
@@ -83,8 +83,8 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
                     await asyncio.sleep(0.3)
                 emu.pause_activity()
                 emu.advance(10)
-                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
-                await asyncio.wait_for(asyncio.gather(*(fleet.polled(f"shop-{i}") for i in range(1, 22))), 60)
+                await asyncio.wait_for(asyncio.gather(*(fleet.next_poll(f"shop-{i}") for i in range(1, 22))), 60)
+                await asyncio.wait_for(asyncio.gather(*(fleet.next_poll(f"shop-{i}") for i in range(1, 22))), 60)
                 statuses = {status.shop_id: status for status in fleet.statuses()}
             finally:
                 fleet.stop()
@@ -136,13 +136,13 @@ async def test_updated_session_resumes_a_paused_shop(make_emulator: Any) -> None
                 fleet.add(Shop(id=state.id, session=state.session))
             runner = asyncio.create_task(fleet.run())
             try:
-                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
                 while fleet.status("shop-2").state != "paused":  # noqa: ASYNC110 - polling a status view
                     await asyncio.sleep(0.05)
                 session = emu.renew_session("shop-2")
                 fleet.add(Shop(id="shop-2", session=session))
                 emu.pause_activity()
-                await asyncio.wait_for(fleet.polled("shop-2"), 20)
+                await asyncio.wait_for(fleet.next_poll("shop-2"), 20)
             finally:
                 fleet.stop()
                 await asyncio.wait_for(runner, 10)
@@ -183,7 +183,7 @@ async def test_stop_commits_no_partial_window(make_emulator: Any) -> None:
             again = Fleet(client, store=store, handler=slow_handler, policy=FAST, lag=5, page_size=20)
             again.add(Shop(id="shop-1", session="session-1"))
             runner = asyncio.create_task(again.run())
-            await asyncio.wait_for(again.polled("shop-1"), 60)
+            await asyncio.wait_for(again.next_poll("shop-1"), 60)
             again.stop()
             await runner
         checkpoint = await again.syncer.checkpoint("shop-1")
@@ -236,15 +236,15 @@ async def test_removed_shop_stops_syncing(make_emulator: Any) -> None:
                 fleet.add(Shop(id=state.id, session=state.session))
             runner = asyncio.create_task(fleet.run())
             try:
-                await asyncio.wait_for(asyncio.gather(fleet.polled("shop-1"), fleet.polled("shop-2")), 20)
-                waiting = asyncio.ensure_future(fleet.polled("shop-2"))
+                await asyncio.wait_for(asyncio.gather(fleet.next_poll("shop-1"), fleet.next_poll("shop-2")), 20)
+                waiting = asyncio.ensure_future(fleet.next_poll("shop-2"))
                 await asyncio.sleep(0)
                 fleet.remove("shop-2")
                 removed_at, kept_at = reads["shop-2"], reads["shop-1"]
                 # Three polls of shop-1 span two whole intervals; a shop still in the fleet polls at
                 # least once per max_interval * (1 + jitter), which is shorter.
                 for _ in range(3):
-                    await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                    await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
             finally:
                 fleet.stop()
                 await asyncio.wait_for(runner, 10)
@@ -289,10 +289,25 @@ async def poll_once(fleet: Fleet) -> None:
     """Run the fleet until shop-1 completes a poll (raising its error if it pauses instead)."""
     runner = asyncio.create_task(fleet.run())
     try:
-        await asyncio.wait_for(fleet.polled("shop-1"), 10)
+        await asyncio.wait_for(fleet.next_poll("shop-1"), 10)
     finally:
         fleet.stop()
         await asyncio.wait_for(runner, 10)
+
+
+async def test_polled_is_the_old_name_of_next_poll() -> None:
+    """Fleet.polled() still waits for the next poll, and warns that it is now next_poll()."""
+    fleet, _ = scripted_fleet([], [])
+    runner = asyncio.create_task(fleet.run())
+    try:
+        with pytest.warns(DeprecationWarning, match=r"Fleet\.polled\(\) is deprecated: use Fleet\.next_poll\(\)"):
+            waiting = fleet.polled("shop-1")
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        fleet.stop()
+        await asyncio.wait_for(runner, 10)
+
+    assert 1 == fleet.status("shop-1").polls
 
 
 async def test_backoff_runs_on_the_fleets_clock() -> None:
@@ -345,7 +360,7 @@ async def test_transient_causes_back_off_and_never_pause(error: Exception, repor
 )
 async def test_causes_only_an_operator_can_fix_pause_with_the_typed_error(error: Exception) -> None:
     """An invalid session, a bad request or a corrupt checkpoint pause the shop; an ExceptionGroup
-    is unwrapped, so the pause carries (and polled() raises) the error inside it."""
+    is unwrapped, so the pause carries (and next_poll() raises) the error inside it."""
     events: list[FleetEvent] = []
     fleet, _ = scripted_fleet([error], events)
     expected = type(error.exceptions[-1] if isinstance(error, ExceptionGroup) else error)

@@ -437,3 +437,23 @@ async def test_a_failing_progress_callback_never_aborts_the_sync(
     assert trades
     assert checkpoint is not None and checkpoint.backfill_done
     assert "on_progress callback failed" in caplog.text
+
+
+async def test_progress_says_when_the_backfill_is_done(make_emulator: Any) -> None:
+    """ShopProgress.backfill_done: False before the checkpoint is known and while the backfill runs
+    (backfilled_to is None in the first case too), True once it is done."""
+    seen: list[tuple[str, bool]] = []
+    async with make_emulator(seed=7, profile=BUSY) as emu, client_for(emu, clock_refresh=0) as client:
+        syncer = Syncer(
+            client, store=MemoryStore(), lag=5, on_progress=lambda p: seen.append((p.phase, p.backfill_done))
+        )
+        unknown = syncer.progress(SHOP.id)
+        assert (None, False) == (unknown.backfilled_to, unknown.backfill_done)
+        async for _ in syncer.increments(SHOP):
+            pass
+        emu.advance(600)
+        async for _ in syncer.increments(SHOP):
+            pass
+
+    assert {("backfill", False), ("increments", True)} == set(seen)
+    assert syncer.progress(SHOP.id).backfill_done

@@ -11,8 +11,8 @@ from typing import Any
 from tests.conftest import client_for
 
 from taobao_ordersync import MemoryStore, Shop, Syncer
-from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._time import floor_second
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.testing import Collector, ShopProfile
 
 SHOP = Shop(id="shop-1", session="session-1")

@@ -95,7 +95,7 @@ async def test_push_is_fresh_and_never_moves_a_checkpoint(make_emulator: Any) ->
             consumer = TmcConsumer(fleet, shop_for={s.nick: s.id for s in emu.shops}, mode="fullinfo", idle_wait=0.05)
 
             async def body() -> None:
-                await asyncio.wait_for(asyncio.gather(fleet.polled("shop-1"), fleet.polled("shop-2")), 20)
+                await asyncio.wait_for(asyncio.gather(fleet.next_poll("shop-1"), fleet.next_poll("shop-2")), 20)
                 saves = store.saves
                 cursors = {s.id: (await fleet.syncer.checkpoint(s.id)) for s in emu.shops}
                 started = floor_second(emu.now())
@@ -136,7 +136,7 @@ async def test_lost_zero_under_message_chaos_and_a_flood(make_emulator: Any) -> 
             )
 
             async def body() -> None:
-                await asyncio.wait_for(asyncio.gather(*(fleet.polled(s.id) for s in emu.shops)), 20)
+                await asyncio.wait_for(asyncio.gather(*(fleet.next_poll(s.id) for s in emu.shops)), 20)
                 started = emu.now()
                 flood_at = asyncio.get_running_loop().time()
                 emu.flash_sale("shop-1", 300, seconds=2)
@@ -147,7 +147,7 @@ async def test_lost_zero_under_message_chaos_and_a_flood(make_emulator: Any) -> 
                 await asyncio.sleep(3)  # the last messages
                 for _ in range(2):
                     fleet.wake()
-                    await asyncio.wait_for(asyncio.gather(*(fleet.polled(s.id) for s in emu.shops)), 20)
+                    await asyncio.wait_for(asyncio.gather(*(fleet.next_poll(s.id) for s in emu.shops)), 20)
                 for label, shops in (("flooded shop", {"shop-1"}), ("quiet shops", {"shop-2", "shop-3"})):
                     ages = recorder.freshness(started, shops)
                     print(
@@ -210,7 +210,7 @@ async def test_messages_of_shops_held_elsewhere_are_relayed_and_confirmed_only_o
             )
 
             async def body() -> None:
-                await asyncio.wait_for(fleet.polled("shop-1"), 20)
+                await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
                 for shop_id in ("shop-1", "shop-2", "shop-3"):
                     emu.modify(shop_id, next(iter(emu.shop(shop_id).trades)))
                 await _until(lambda: len(relay.forwarded) == 1 and emu.tmc.confirmed == 1, 10)

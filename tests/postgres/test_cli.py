@@ -168,8 +168,8 @@ def test_a_worker_whose_heartbeat_keeps_failing_exits_with_its_own_code(
     asyncio.run(break_heartbeats())
     sessions = tmp_path / "sessions.json"
     sessions.write_text(json.dumps({"a": "session"}))
-    monkeypatch.setenv("TAOBAO_APP_KEY", "key")
-    monkeypatch.setenv("TAOBAO_APP_SECRET", "secret")
+    monkeypatch.setenv(cli.ENV_KEY, "key")
+    monkeypatch.setenv(cli.ENV_SECRET, "secret")
     worker = ["--sessions", str(sessions), "--url", "http://127.0.0.1:9/router/rest", "--worker-id", "doomed"]
 
     code, _, err = run(["worker", *where, *worker, "--lease", "1", "--give-up-after", "2"], capsys)

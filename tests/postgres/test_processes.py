@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from taobao_ordersync import Checkpoint
+from taobao_ordersync import Checkpoint, cli
 from taobao_ordersync._convert import structure_trade
 from taobao_ordersync._time import floor_second
 from taobao_ordersync.postgres import PostgresStore
@@ -91,7 +91,7 @@ async def start_worker(
         "--rate", str(RATE), "--lease", str(LEASE), "--lag", str(LAG), "--concurrency", "8",
         "--min-interval", "0.5", "--max-interval", "2", "--worker-id", name,
     ]  # fmt: skip
-    env = {**os.environ, "TAOBAO_APP_KEY": emu.app_key, "TAOBAO_APP_SECRET": emu.app_secret}
+    env = {**os.environ, cli.ENV_KEY: emu.app_key, cli.ENV_SECRET: emu.app_secret}
     process = await asyncio.create_subprocess_exec(
         sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, limit=LINE_LIMIT
     )
@@ -308,7 +308,7 @@ async def test_worker_tmc_delivers_a_change_by_push_before_any_poll(
                 "--postgres", postgres_server.dsn, "--schema", schema, "--url", emu.url, "--sessions", str(sessions),
                 "--lease", str(LEASE), "--lag", str(LAG), "--min-interval", "3600", "--max-interval", "3600",
             ]  # fmt: skip
-            env = {**os.environ, "TAOBAO_APP_KEY": emu.app_key, "TAOBAO_APP_SECRET": emu.app_secret}
+            env = {**os.environ, cli.ENV_KEY: emu.app_key, cli.ENV_SECRET: emu.app_secret}
             process = await asyncio.create_subprocess_exec(
                 sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
             )

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taobao_ordersync._checkpoint import MAX_BOUNDARY, Checkpoint
 from taobao_ordersync._time import CST
+from taobao_ordersync.checkpoint import MAX_BOUNDARY, Checkpoint
 from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
 
 BASE = datetime(2024, 1, 1, tzinfo=CST)
@@ -72,6 +72,15 @@ def test_round_trip_of_a_finished_backfill() -> None:
     assert checkpoint == loaded
     assert loaded.backfill_done
     assert json.loads(checkpoint.to_json())["backfilled_to"] is None
+
+
+def test_position_is_the_backfills_until_it_is_done_then_the_cursor() -> None:
+    """position: how far the backfill read (creation time) while it runs, then the increments' cursor."""
+    backfilling = sample(backfilled_to=at(-86_400))
+    done = sample(backfilled_to=None)
+
+    assert (False, at(-86_400)) == (backfilling.backfill_done, backfilling.position)
+    assert (True, at(3_600)) == (done.backfill_done, done.position)
 
 
 def test_round_trip_with_a_boundary() -> None:

@@ -74,7 +74,7 @@ def test_tile_covers_the_range_with_touching_windows(
         assert window.start < window.end or start == end
         assert window.span <= max_span
         assert types == window.types
-        assert window.commits
+        assert window._commits
         assert 0 == window.start.microsecond == window.end.microsecond
     probe = start + data.draw(st.integers(0, int((end - start).total_seconds())), label="probe") * SECOND
     assert any(window.start <= probe <= window.end for window in tiles)
@@ -148,13 +148,13 @@ def test_split_flags_and_touching(window: Window) -> None:
 
     first, last = split(window)
 
-    assert window.commits == last.commits
+    assert window._commits == last._commits
     if window.is_single_second:
-        assert not first.commits
+        assert not first._commits
     else:
         assert first.end == last.start
         assert (window.start, window.end) == (first.start, last.end)
-        assert first.commits
+        assert first._commits
 
 
 @PROPERTY
@@ -232,4 +232,13 @@ def test_second_within_never_reaches_past_the_window(second: int, expected: tupl
     part = second_within(window, moment(second))
 
     assert (moment(expected[0]), moment(expected[1])) == (part.start, part.end)
-    assert not part.commits
+    assert not part._commits
+
+
+def test_what_a_window_tells_users_leaves_out_the_syncers_commit_flag() -> None:
+    """Batch.window shows start, end and types; the commit flag is the syncer's (its old name warns)."""
+    part = split(Window(moment(0), moment(1), ("fixed", "step")))[0]
+
+    assert "commits" not in repr(part)
+    with pytest.warns(DeprecationWarning, match=r"Window\.commits is internal"):
+        assert part.commits is False

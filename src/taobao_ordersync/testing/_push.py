@@ -139,7 +139,7 @@ async def measure_push(
             if consumer is not None:
                 tasks.append(asyncio.create_task(consumer.run()))
             try:
-                await asyncio.gather(*(fleet.polled(state.id) for state in emu.shops))
+                await asyncio.gather(*(fleet.next_poll(state.id) for state in emu.shops))
                 started = emu.now()
                 before = Counter(client.call_counts)
                 if flood:
@@ -156,7 +156,7 @@ async def measure_push(
                 emu.pause_activity()
                 for _ in range(2):
                     fleet.wake()
-                    await asyncio.gather(*(fleet.polled(state.id) for state in emu.shops))
+                    await asyncio.gather(*(fleet.next_poll(state.id) for state in emu.shops))
             finally:
                 if consumer is not None:
                     consumer.stop()

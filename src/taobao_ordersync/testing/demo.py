@@ -157,7 +157,7 @@ async def run_demo(
 
             async def poll(label: str) -> None:
                 fleet.wake()
-                await asyncio.gather(*(fleet.polled(shop.id) for shop in emulator.shops))
+                await asyncio.gather(*(fleet.next_poll(shop.id) for shop in emulator.shops))
                 delivered = sum(c.deliveries for c in collectors.values())
                 progress.done(f"  {label:<44} {delivered:>7} trades delivered so far")
 
