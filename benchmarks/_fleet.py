@@ -254,7 +254,9 @@ async def _backlog(
             await running.close()
         syncer = running.fleet.syncer
         statuses = running.fleet.statuses()
-        if any(status.polls != 1 or status.state != "waiting" for status in statuses):
+        if any(
+            status.schedule is None or status.schedule.polls != 1 or status.state != "waiting" for status in statuses
+        ):
             running.failures.append("a shop did not end its backlog waiting, after exactly one poll")
     result = _Backlog(
         rate=rate,

@@ -12,7 +12,7 @@ overshoot shows as bans. For each worker count, on a fresh schema:
 
 1. **Budget share while there is backlog.** From the moment the workers start until
    every shop's checkpoint has ``backfill_done`` (polled through
-   ``PostgresStore.shops()``): emulator calls / (``RATE`` x seconds). The start-up
+   ``PostgresStore.statuses()``): emulator calls / (``RATE`` x seconds). The start-up
    includes each worker's settling heartbeat (``lease / 3``) before it claims.
 2. **Resume after a crash** (2 and 4 workers). One worker's ``run()`` task is
    cancelled (no graceful release, like a crash) and its client and store closed.
@@ -151,7 +151,7 @@ async def _backlog_done(admin: PostgresStore, connection: asyncpg.Connection, sh
     query = f"SELECT count(*) FROM {admin.schema}.checkpoints"  # noqa: S608 - our schema
     if int(await connection.fetchval(query)) < shops:
         return False
-    done = [shop for shop in await admin.shops() if shop.checkpoint is not None and shop.checkpoint.backfill_done]
+    done = [shop for shop in await admin.statuses() if shop.checkpoint is not None and shop.checkpoint.backfill_done]
     return len(done) == shops
 
 
@@ -208,7 +208,11 @@ async def _one_count(
 
             if count > 1:
                 victim = group.workers[0]
-                held = {shop.shop_id for shop in await admin.shops() if shop.owner == victim.worker_id}
+                held = {
+                    shop.shop_id
+                    for shop in await admin.statuses()
+                    if shop.lease is not None and shop.lease.owner == victim.worker_id
+                }
                 killed = time.monotonic()
                 await group.crash(0)
                 at_kill = await _revisions(connection, schema)  # after the crash: its last commits are not resumes
@@ -219,7 +223,11 @@ async def _one_count(
                     if now > TIMEOUT:
                         raise TimeoutError(f"{len(held) - len(resumed)} shops did not resume within {TIMEOUT:.0f} s")
                     if owned is None:
-                        owners = {shop.shop_id: shop.owner for shop in await admin.shops() if shop.shop_id in held}
+                        owners = {
+                            shop.shop_id: shop.lease.owner if shop.lease else None
+                            for shop in await admin.statuses()
+                            if shop.shop_id in held
+                        }
                         if all(owner not in (None, victim.worker_id) for owner in owners.values()):
                             owned = now
                     for shop_id, revision in (await _revisions(connection, schema)).items():
@@ -312,7 +320,7 @@ async def _verify(group: _Run, admin: PostgresStore, row: Row) -> None:
     """Every shop's copy (all workers' deliveries) against the emulator, up to its committed cursor."""
     collectors = group.collectors or {}
     items = []
-    for shop in await admin.shops():
+    for shop in await admin.statuses():
         checkpoint = shop.checkpoint
         if checkpoint is None or not checkpoint.backfill_done:
             raise RuntimeError(f"{shop.shop_id}: no complete backfill")

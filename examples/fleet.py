@@ -82,12 +82,15 @@ async def environment() -> AsyncIterator[tuple[TopClient, list[Shop], PollPolicy
 
 def status_line(status: ShopStatus) -> str:
     """One line per shop: what ``fleet.status(shop_id)`` tells an operator."""
+    schedule = status.schedule
+    if schedule is None:  # never for a fleet's shop: a fleet knows when it polls
+        return f"  {status.shop_id:<8} {status.state}"
     line = (
-        f"  {status.shop_id:<8} {status.state:<11} polls={status.polls} delivered={status.delivered:<5} "
-        f"failures={status.failures} interval={status.interval:.1f}s"
+        f"  {status.shop_id:<8} {status.state:<11} polls={schedule.polls} delivered={status.delivered:<5} "
+        f"failures={schedule.failures} interval={schedule.interval:.1f}s"
     )
-    if status.next_poll_in is not None:
-        line += f" next poll in {status.next_poll_in:.1f}s"
+    if schedule.next_poll_in is not None:
+        line += f" next poll in {schedule.next_poll_in:.1f}s"
     if status.behind:
         line += f" behind={status.behind}"
     if status.last_error:

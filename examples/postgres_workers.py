@@ -10,7 +10,7 @@ What it shows:
   the app's rate budget while both are live;
 - session keys are never stored: ``sessions(shop_id)``, the application's callback
   (your secret store), gives a shop's key to whichever worker claims the shop;
-- the registry as an operator sees it (``await store.shops()``): each shop's owner,
+- the registry as an operator sees it (``await store.statuses()``): each shop's owner,
   the state and lag its owner last reported, and its checkpoint;
 - a graceful hand-over: ``worker.stop()`` commits no partial window and releases
   every lease, so the other worker takes all the shops over at once and continues
@@ -47,8 +47,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 
-from taobao_ordersync import Batch, PollPolicy, Shop, TopClient, Trade
-from taobao_ordersync.postgres import PostgresStore, RegisteredShop
+from taobao_ordersync import Batch, PollPolicy, Shop, ShopStatus, TopClient, Trade
+from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Emulator, ShopProfile
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.worker import Worker
@@ -86,18 +86,23 @@ async def drop_schema(dsn: str) -> None:
         await connection.close()
 
 
-def status_line(shop: RegisteredShop) -> str:
-    """One line per shop: what ``await store.shops()`` (and ``taobao-ordersync status``) tells an operator."""
-    behind = f"{shop.behind:.1f}s" if shop.behind is not None else "-"
-    line = f"  {shop.shop_id:<7} owner={shop.owner or '-':<9} state={shop.state or '-':<9} behind={behind}"
+def status_line(shop: ShopStatus) -> str:
+    """One line per shop: what ``await store.statuses()`` (and ``taobao-ordersync status``) tells an operator."""
+    behind = f"{shop.behind.total_seconds():.1f}s" if shop.behind is not None else "-"
+    line = f"  {shop.shop_id:<7} owner={owner(shop) or '-':<9} state={shop.state or '-':<9} behind={behind}"
     if shop.last_error:
         line += f" error={shop.last_error[:60]}"
     return line
 
 
-def holdings(shops: list[RegisteredShop], workers: list[Worker]) -> str:
+def owner(shop: ShopStatus) -> str | None:
+    """The worker holding the shop (the registry's statuses always carry the lease)."""
+    return shop.lease.owner if shop.lease is not None else None
+
+
+def holdings(shops: list[ShopStatus], workers: list[Worker]) -> str:
     """Who owns what, from the registry: "worker-a holds 3 shops, worker-b holds 3 shops"."""
-    owners = [shop.owner for shop in shops]
+    owners = [owner(shop) for shop in shops]
     return ", ".join(f"{worker.worker_id} holds {owners.count(worker.worker_id)} shops" for worker in workers)
 
 
@@ -151,19 +156,19 @@ async def main() -> None:
         try:
 
             async def backfilled() -> bool:
-                shops = await admin.shops()
+                shops = await admin.statuses()
                 return all(
                     shop.checkpoint is not None and shop.checkpoint.backfill_done and shop.state == "waiting"
                     for shop in shops
                 )
 
             await until(backfilled, within=20, what="every shop's backfill")
-            shops = await admin.shops()
+            shops = await admin.statuses()
             print(f"every shop has finished its backfill: {holdings(shops, workers)}")
             print(f"each worker's rate: {first.client.rate:g} and {second.client.rate:g} calls/s")
             for shop in shops:
                 print(status_line(shop))
-            moved = next(shop.shop_id for shop in shops if shop.owner == first.worker_id)
+            moved = next(shop.shop_id for shop in shops if owner(shop) == first.worker_id)
 
             print(f"stopping {first.worker_id} (graceful: its leases are released)")
             stopped_at = time.monotonic()
@@ -171,7 +176,7 @@ async def main() -> None:
             await runs.pop(first.worker_id)
 
             async def taken_over() -> bool:  # in the registry, and in worker-b's own view of its leases
-                registry = all(shop.owner == second.worker_id for shop in await admin.shops())
+                registry = all(owner(shop) == second.worker_id for shop in await admin.statuses())
                 return registry and len(second.shop_ids) == len(vault)
 
             await until(taken_over, within=2 * LEASE, what="the hand-over")
@@ -199,7 +204,7 @@ async def main() -> None:
             print(f"{moved}: a flash sale of 200 trades, read by {second.worker_id}: {before} -> {len(copies[moved])}")
             await asyncio.sleep(second.heartbeat_every)  # its next heartbeat reports each shop's state
             print(f"{second.worker_id}'s rate: {second.client.rate:g} calls/s (the only live worker)")
-            for shop in await admin.shops():
+            for shop in await admin.statuses():
                 print(status_line(shop))
         finally:
             for worker in workers:
@@ -207,8 +212,8 @@ async def main() -> None:
             await asyncio.gather(*runs.values())
         print(f"stopped {second.worker_id}")
 
-        for shop in await admin.shops():
-            print(f"{shop.shop_id}: {len(copies[shop.shop_id])} trades in the copy (owner: {shop.owner or 'none'})")
+        for shop in await admin.statuses():
+            print(f"{shop.shop_id}: {len(copies[shop.shop_id])} trades in the copy (owner: {owner(shop) or 'none'})")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ PURE = (
     "planner.py",
     "_options.py",
     "checkpoint.py",
+    "status.py",
 )
 SHELL = {"asyncio", "aiohttp", "backoff", "sqlite3", "time", "socket"}
 

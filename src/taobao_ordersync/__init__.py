@@ -37,9 +37,10 @@ from taobao_ordersync.errors import (
     WindowTooDenseError,
     WindowTooLargeError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, PollPolicy, PushObserver, ShopStatus
+from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, PollPolicy, PushObserver
 from taobao_ordersync.models import Order, Shop, Trade, TradePage
 from taobao_ordersync.planner import Window
+from taobao_ordersync.status import Lease, Schedule, ShopStatus
 from taobao_ordersync.stores import CheckpointStore, MemoryStore, SqliteStore, StoredCheckpoint
 from taobao_ordersync.syncer import HORIZON, Batch, ShopProgress, Syncer, SyncerOptions
 from taobao_ordersync.tmc import PushMode, TmcConsumer, TmcMessage, TmcStats
@@ -72,6 +73,7 @@ __all__ = [
     "FleetOptions",
     "HeartbeatFailedError",
     "InvalidRequestError",
+    "Lease",
     "LeaseLostError",
     "MemoryStore",
     "Order",
@@ -83,6 +85,7 @@ __all__ = [
     "RawResponse",
     "ResponseFormatError",
     "RetryPolicy",
+    "Schedule",
     "SchemaVersionError",
     "ServerError",
     "SessionUnavailableError",

@@ -49,6 +49,7 @@ from taobao_ordersync.errors import (
     TransportError,
 )
 from taobao_ordersync.models import Shop, Trade
+from taobao_ordersync.status import ShopStatus, duration, lease_text, phase_of, render_status
 from taobao_ordersync.stores import SqliteStore
 from taobao_ordersync.syncer import DEFAULT_SETTLE, ShopProgress, Syncer, SyncerOptions
 
@@ -494,7 +495,8 @@ async def _follow(
             )
             counts["polled"] = counts["pushed"] = 0
         elif event.kind == "backing_off":
-            wait = fleet.status(shop.id).next_poll_in or 0.0
+            schedule = fleet.status(shop.id).schedule
+            wait = (schedule.next_poll_in if schedule is not None else None) or 0.0
             print(f"{shop.id}: {event.error}; trying again in {wait:.0f} s", file=sys.stderr, flush=True)
         elif event.kind == "paused" and event.error is not None:
             fatal.append(event.error)  # only an operator can fix it: end with its exit code
@@ -709,15 +711,23 @@ async def _status(args: argparse.Namespace) -> int:
     from taobao_ordersync.checkpoint import Checkpoint
 
     now = datetime.now().astimezone()
-    print(f"{'shop':<20} {'phase':<10} {'checkpoint (CST)':<20} {'behind (local clock)':<20}")
+    statuses = []
     for shop_id in shop_ids:
         stored = await store.load(shop_id)
         if stored is None:
             continue
         checkpoint = Checkpoint.from_json(stored.data, shop_id=shop_id)
-        phase = "increments" if checkpoint.backfill_done else "backfill"
-        behind = now - checkpoint.position
-        print(f"{shop_id:<20} {phase:<10} {checkpoint.position:%Y-%m-%d %H:%M:%S}  {str(behind).split('.')[0]:<20}")
+        statuses.append(
+            ShopStatus(
+                shop_id=shop_id,
+                phase=phase_of(checkpoint),
+                position=checkpoint.position,
+                behind=now - checkpoint.position,  # by this machine's clock: no call to Taobao
+                checkpoint=checkpoint,
+            )
+        )
+    for line in render_status(statuses):
+        print(line)
     return OK
 
 
@@ -874,19 +884,11 @@ async def _shops(args: argparse.Namespace) -> int:
             removed = await store.remove_shops(*args.shop_ids)
             print(f"removed {removed} shops")
         else:
-            for shop in await store.shops():
-                print(f"{shop.shop_id}\t{shop.owner or '-'}\t{_lease_text(shop.lease_left)}")
+            for shop in await store.statuses():
+                lease = shop.lease
+                owner = lease.owner if lease is not None else None
+                print(f"{shop.shop_id}\t{owner or '-'}\t{lease_text(None if lease is None else lease.seconds_left)}")
     return OK
-
-
-def _duration(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
-
-
-def _lease_text(left: float | None) -> str:
-    if left is None:
-        return "free"
-    return f"{left:.0f}s left" if left >= 0 else f"expired {-left:.0f}s ago"
 
 
 _FAILING_SHOWN_FOR: Final = 3600.0
@@ -895,7 +897,7 @@ _FAILING_SHOWN_FOR: Final = 3600.0
 def _heartbeat_trouble(worker: Any) -> str:
     if worker.last_error is None:
         return ""
-    failing = _duration(worker.failing_for) if worker.failing_for is not None else "?"
+    failing = duration(worker.failing_for) if worker.failing_for is not None else "?"
     return f", heartbeat failing for {failing}: {worker.last_error}"
 
 
@@ -904,7 +906,7 @@ async def _postgres_status(args: argparse.Namespace) -> int:
         workers = await store.workers()
         push_backlog = await store.push_backlog()
         if args.shops:
-            shops = await store.shops()
+            shops = await store.statuses()
             count = len(shops)
         else:
             summary = await store.summary()
@@ -926,21 +928,8 @@ async def _postgres_status(args: argparse.Namespace) -> int:
     if not args.shops:
         _print_summary(summary)
         return OK
-    header = f"{'shop':<16} {'owner':<24} {'lease':<16} {'state':<12} {'phase':<10} {'checkpoint (CST)':<20} behind"
-    print(header)
-    for shop in shops:
-        checkpoint = shop.checkpoint
-        if checkpoint is None:
-            phase, position = "-", "-"
-        else:
-            phase = "increments" if checkpoint.backfill_done else "backfill"
-            position = f"{checkpoint.position:%Y-%m-%d %H:%M:%S}"
-        behind = _duration(shop.behind) if shop.behind is not None else "-"
-        error = f"  {shop.last_error}" if shop.last_error else ""
-        print(
-            f"{shop.shop_id:<16} {(shop.owner or '-'):<24} {_lease_text(shop.lease_left):<16} "
-            f"{(shop.state or '-'):<12} {phase:<10} {position:<20} {behind}{error}"
-        )
+    for line in render_status(shops):
+        print(line)
     return OK
 
 
@@ -951,7 +940,7 @@ def _print_summary(summary: Any) -> None:
     if summary.most_behind:
         print("most behind:")
         for shop_id, owner, behind in summary.most_behind:
-            print(f"{shop_id:<16} {(owner or '-'):<24} {_duration(behind)}")
+            print(f"{shop_id:<16} {(owner or '-'):<24} {duration(behind)}")
     if summary.errors:
         print(f"errors ({summary.error_count:,} shops; the latest):")
         for shop_id, owner, error in summary.errors:

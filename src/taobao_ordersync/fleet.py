@@ -32,7 +32,7 @@ import logging
 import random
 import warnings
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final, Literal, Protocol, Unpack
 
 from attrs import define, evolve, field, frozen
@@ -56,6 +56,7 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.models import Shop, Trade
 from taobao_ordersync.planner import Window
+from taobao_ordersync.status import Schedule, ShopStatus
 from taobao_ordersync.stores import CheckpointStore
 from taobao_ordersync.syncer import Batch, Syncer, SyncerOptions
 
@@ -161,16 +162,9 @@ class FleetEvent:
 
 
 @define
-class ShopStatus:
-    """One shop's state in the fleet (a live view; read it, do not change it).
+class _Tally:
+    """What the fleet keeps of one shop's polls (``status()`` shows it as a ``ShopStatus``)."""
 
-    ``checkpoint`` is the committed position (creation time during the backfill, then
-    modification time), ``behind`` how far it trails Taobao's ``now - lag`` at the last
-    poll, ``calls`` the list and fullinfo calls this shop made in this process. ``error`` is
-    the exception behind ``last_error`` (decide on its type, never on the text).
-    """
-
-    shop_id: str
     state: State = "due"
     interval: float = 0.0
     polls: int = 0
@@ -178,10 +172,6 @@ class ShopStatus:
     failures: int = 0
     last_error: str | None = None
     error: BaseException | None = None
-    next_poll_in: float | None = None
-    behind: timedelta | None = None
-    checkpoint: datetime | None = None
-    calls: int = 0
 
 
 class FleetOptions(SyncerOptions, total=False):
@@ -200,7 +190,7 @@ class FleetOptions(SyncerOptions, total=False):
 @define
 class _Entry:
     shop: Shop
-    status: ShopStatus
+    status: _Tally
     policy: PollPolicy
     due: float = 0.0
     generation: int = 0
@@ -294,7 +284,7 @@ class Fleet:
         entry = self._entries.get(shop.id)
         if entry is None:
             chosen = policy or self.policy
-            entry = _Entry(shop=shop, status=ShopStatus(shop_id=shop.id, interval=chosen.min_interval), policy=chosen)
+            entry = _Entry(shop=shop, status=_Tally(interval=chosen.min_interval), policy=chosen)
             self._entries[shop.id] = entry
         else:
             entry.shop = shop
@@ -411,17 +401,28 @@ class Fleet:
         return shop_id in self._entries
 
     def status(self, shop_id: str) -> ShopStatus:
-        """The live status of one shop."""
+        """One shop's status now, with its schedule (a snapshot: ask again for a newer one)."""
         entry = self._entries[shop_id]
-        status = entry.status
+        tally = entry.status
         progress = self.syncer.progress(shop_id)
-        status.behind = progress.behind
-        status.calls = progress.calls
-        status.checkpoint = progress.cursor
-        status.next_poll_in = (
-            max(0.0, entry.due - self.clock.monotonic()) if status.state in ("waiting", "backing_off") else None
+        known = progress.cursor is not None
+        next_poll_in = (
+            max(0.0, entry.due - self.clock.monotonic()) if tally.state in ("waiting", "backing_off") else None
         )
-        return status
+        return ShopStatus(
+            shop_id=shop_id,
+            state=tally.state,
+            phase=("increments" if progress.backfill_done else "backfill") if known else None,
+            position=progress.position,
+            behind=progress.behind,
+            last_error=tally.last_error,
+            error=tally.error,
+            delivered=tally.delivered,
+            calls=progress.calls,
+            schedule=Schedule(
+                interval=tally.interval, next_poll_in=next_poll_in, polls=tally.polls, failures=tally.failures
+            ),
+        )
 
     def statuses(self) -> list[ShopStatus]:
         """Every shop's status, by id."""

@@ -123,6 +123,11 @@ class ShopProgress:
         return self.origin is not None and self.backfilled_to is None
 
     @property
+    def position(self) -> datetime | None:
+        """The committed position: ``backfilled_to`` during the backfill, then ``cursor``."""
+        return self.cursor if self.backfill_done else self.backfilled_to
+
+    @property
     def behind(self) -> timedelta | None:
         """How far the committed position trails the run's target."""
         if self.target is None or self.cursor is None:

@@ -33,6 +33,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Sequence
 from typing import Any, Final, Unpack
 
+from attrs import evolve
+
 from taobao_ordersync import _options
 from taobao_ordersync._lease import MIN_SHARE, LeaseRow, rebalance
 from taobao_ordersync.client import TopClient
@@ -50,7 +52,8 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, Handler, PollPolicy
 from taobao_ordersync.models import Shop
-from taobao_ordersync.postgres import Heartbeat, PostgresStore, PushedMessage, Report
+from taobao_ordersync.postgres import Heartbeat, PostgresStore, PushedMessage
+from taobao_ordersync.status import Lease, ShopStatus
 from taobao_ordersync.tmc import TmcConsumer, TmcMessage, tmc_user_permit
 
 __all__ = ["PushInbox", "SessionProvider", "Worker"]
@@ -437,16 +440,18 @@ class Worker:
             return expiry + 0.05
         return every
 
-    def _reports(self) -> list[Report]:
+    def _reports(self) -> list[ShopStatus]:
+        """Each held shop's status with its lease, as the heartbeat writes it to the registry."""
         now = self.clock.monotonic()
-        reports: list[Report] = []
+        reports: list[ShopStatus] = []
         for shop_id, token in self._tokens.items():
             if shop_id not in self.fleet:
                 if shop_id in self._unresolved:
                     state, error = "paused", f"SessionUnavailableError: no session for shop {shop_id!r}"
                 else:
                     state, error = "claimed", None  # its session is being looked up
-                reports.append((shop_id, token, self._weights.get(shop_id, 0.0), state, None, error))
+                lease = Lease(owner=self.worker_id, token=token, weight=self._weights.get(shop_id, 0.0))
+                reports.append(ShopStatus(shop_id=shop_id, state=state, last_error=error, lease=lease))
                 continue
             status = self.fleet.status(shop_id)
             calls_before, seen_at = self._calls_seen.get(shop_id, (status.calls, now))
@@ -455,8 +460,8 @@ class Worker:
                 old = self._weights.get(shop_id, per_minute)
                 self._weights[shop_id] = old + _WEIGHT_SMOOTHING * (per_minute - old)
             self._calls_seen[shop_id] = (status.calls, now)
-            behind = status.behind.total_seconds() if status.behind is not None else None
-            reports.append((shop_id, token, self._weights.get(shop_id, 0.0), status.state, behind, status.last_error))
+            lease = Lease(owner=self.worker_id, token=token, weight=self._weights.get(shop_id, 0.0))
+            reports.append(evolve(status, lease=lease))
         return reports
 
     async def _give_back(self, candidates: tuple[str, ...], count: int) -> None:

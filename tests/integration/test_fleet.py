@@ -97,7 +97,7 @@ async def test_fleet_under_chaos(make_emulator: Any) -> None:
         report = emu.verify_sync(checkpoint, collectors[shop_id])
         assert 0 == report.lost, (shop_id, report)
     assert all(statuses[f"shop-{i}"].calls > 0 for i in range(1, 22))
-    assert all(statuses[f"shop-{i}"].checkpoint is not None for i in range(1, 22))
+    assert all(statuses[f"shop-{i}"].position is not None for i in range(1, 22))
     for shop_id in broken:
         assert "paused" == statuses[shop_id].state
         assert "AuthenticationError" in (statuses[shop_id].last_error or "")
@@ -307,7 +307,7 @@ async def test_polled_is_the_old_name_of_next_poll() -> None:
         fleet.stop()
         await asyncio.wait_for(runner, 10)
 
-    assert 1 == fleet.status("shop-1").polls
+    assert 1 == fleet.status("shop-1").schedule.polls  # type: ignore[union-attr]
 
 
 async def test_backoff_runs_on_the_fleets_clock() -> None:

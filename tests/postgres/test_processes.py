@@ -112,7 +112,7 @@ async def caught_up(admin: PostgresStore, emu: Emulator, within: float = 90) -> 
     target = emu.now() - timedelta(seconds=LAG + 1)
 
     async def done() -> bool:
-        shops = await admin.shops()
+        shops = await admin.statuses()
         return all(
             s.checkpoint is not None and s.checkpoint.backfill_done and s.checkpoint.cursor >= target for s in shops
         )
@@ -122,14 +122,14 @@ async def caught_up(admin: PostgresStore, emu: Emulator, within: float = 90) -> 
     except AssertionError:
         late = [
             s
-            for s in await admin.shops()
+            for s in await admin.statuses()
             if not (s.checkpoint and s.checkpoint.backfill_done and s.checkpoint.cursor >= target)
         ]
         raise AssertionError(f"{len(late)} shops behind, e.g. {late[:3]}") from None
 
 
 async def owners(admin: PostgresStore) -> dict[str, str | None]:
-    return {shop.shop_id: shop.owner for shop in await admin.shops()}
+    return {shop.shop_id: shop.lease.owner for shop in await admin.statuses() if shop.lease}
 
 
 async def install_checkpoint_log(admin: PostgresStore) -> None:
@@ -221,7 +221,7 @@ async def scenario(
             lambda: asyncio.sleep(0, collectors[sale_shop].deliveries > 300), 60, "the victim to be mid-sale"
         )
     except AssertionError:
-        print([x for x in await admin.shops() if x.shop_id == sale_shop], collectors[sale_shop], file=sys.stderr)
+        print([x for x in await admin.statuses() if x.shop_id == sale_shop], collectors[sale_shop], file=sys.stderr)
         raise
     victim.process.kill()
     killed_at = time.monotonic()
@@ -264,7 +264,7 @@ async def scenario(
 
     # 5. Everything caught up: nothing lost in any shop, no checkpoint ever went backwards.
     await caught_up(admin, emu)
-    for shop in await admin.shops():
+    for shop in await admin.statuses():
         assert shop.checkpoint is not None
         report = emu.verify_sync(shop.checkpoint, collectors[shop.shop_id])
         if report.lost:  # diagnostics for the failure message
@@ -317,7 +317,7 @@ async def test_worker_tmc_delivers_a_change_by_push_before_any_poll(
                 await wait_for(lambda: _true(emu.tmc.permitted(state.id)), 30, "the seller's permit")
 
                 async def synced() -> bool:
-                    [shop] = await admin.shops()
+                    [shop] = await admin.statuses()
                     return shop.checkpoint is not None and shop.checkpoint.backfill_done
 
                 await wait_for(synced, 30, "the first sync")  # the next poll is an hour away

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +21,7 @@ from taobao_ordersync.errors import (
 )
 from taobao_ordersync.postgres import HEARTBEAT_ROUND_TRIPS, SCHEMA_VERSION, PostgresStore, PushedMessage
 from taobao_ordersync.postgres._database import Database
+from taobao_ordersync.status import Lease, ShopStatus
 from taobao_ordersync.testing.postgres import LocalPostgres
 from taobao_ordersync.testing.store_contract import CheckpointStoreContract
 
@@ -158,10 +159,10 @@ async def test_registry_add_remove_list(pg_store: PostgresStore) -> None:
     assert 1 == await pg_store.add_shops("s2", "s3")
     assert 1 == await pg_store.remove_shops("s1", "nope")
 
-    shops = await pg_store.shops()
+    shops = await pg_store.statuses()
 
     assert ["s2", "s3"] == [shop.shop_id for shop in shops]
-    assert all(shop.owner is None and shop.checkpoint is None for shop in shops)
+    assert all(shop.lease is not None and shop.lease.owner is None and shop.checkpoint is None for shop in shops)
 
 
 async def test_concurrent_claims_never_share_a_shop(pg_store: PostgresStore) -> None:
@@ -359,10 +360,17 @@ async def test_round_trips_count_every_statement_sent(postgres_server: LocalPost
         await count("save refused", store.save_fenced("a", "{}", expected_revision=1, fence=("v", 0)))
         await count("load", store.load("a"))
         await count("shop_ids", store.shop_ids())
-        await count("shops", store.shops())
+        await count("statuses", store.statuses())
         await count("summary", store.summary())
         await count("workers", store.workers())
-        reports = [("a", tokens["a"], 1.0, "waiting", 2.0, None)]
+        reports = [
+            ShopStatus(
+                shop_id="a",
+                state="waiting",
+                behind=timedelta(seconds=2),
+                lease=Lease(owner="w", token=tokens["a"], weight=1.0),
+            )
+        ]
         await count("heartbeat", store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=reports))
         await count("heartbeat failure", store.report_heartbeat_failure("w", host="h", pid=1, error="e", failing_for=1))
         await count("record_error", store.record_error("a", "w", "AuthenticationError: session expired"))
@@ -440,3 +448,24 @@ async def test_the_push_inbox_holds_a_message_until_its_shops_holder_delivered_i
     await pg_store.remove_shops("b")
     assert {3} == await pg_store.push_settled([2, 3])
     assert 1 == await pg_store.push_backlog()
+
+
+async def test_statuses_carry_the_lease_and_the_old_shops_call_still_works(pg_store: PostgresStore) -> None:
+    """`statuses()` gives each registered shop's ShopStatus with its lease; `shops()` (RegisteredShop) still
+    answers for one release, with a DeprecationWarning; a heartbeat refuses a report without its lease."""
+    await pg_store.add_shops("a", "b")
+    tokens = await pg_store.claim("w", ["a"], 1, lease=30)
+    lease = Lease(owner="w", token=tokens["a"], weight=2.5)
+    report = ShopStatus(shop_id="a", state="syncing", behind=timedelta(seconds=4), lease=lease)
+    await pg_store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=[report])
+
+    a, b = await pg_store.statuses()
+    assert ("a", "syncing", timedelta(seconds=4)) == (a.shop_id, a.state, a.behind)
+    assert a.lease is not None and ("w", tokens["a"], 2.5) == (a.lease.owner, a.lease.token, a.lease.weight)
+    assert a.lease.seconds_left is not None and 25 < a.lease.seconds_left <= 30
+    assert b.lease is not None and b.lease.owner is None
+    with pytest.warns(DeprecationWarning, match="statuses"):
+        old = await pg_store.shops()
+    assert [("a", "w"), ("b", None)] == [(shop.shop_id, shop.owner) for shop in old]
+    with pytest.raises(ConfigurationError, match="with their lease"):
+        await pg_store.heartbeat("w", host="h", pid=1, lease=30, budget=5.0, reports=[ShopStatus(shop_id="a")])

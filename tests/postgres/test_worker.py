@@ -98,7 +98,7 @@ class Cluster:
         target = self.emu.now().timestamp() - 7
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            shops = {shop.shop_id: shop for shop in await admin.shops()}
+            shops = {shop.shop_id: shop for shop in await admin.statuses()}
             if all(
                 (c := shops[shop_id].checkpoint) is not None and c.backfill_done and c.cursor.timestamp() >= target
                 for shop_id in shop_ids
@@ -133,7 +133,7 @@ async def cluster(
 
 
 async def owners(admin: PostgresStore) -> dict[str, str | None]:
-    return {shop.shop_id: shop.owner for shop in await admin.shops()}
+    return {shop.shop_id: shop.lease.owner for shop in await admin.statuses() if shop.lease}
 
 
 @pytest.mark.every_postgres
@@ -155,7 +155,7 @@ async def test_two_workers_split_the_shops_and_the_budget_and_lose_nothing(
         assert all(shop_id in worker.fleet for worker in (first, second) for shop_id in worker.shop_ids)
         await group.verify(admin, shop_ids)
         await asyncio.sleep(LEASE / 2)  # a heartbeat reports each shop's state
-        reported = await admin.shops()
+        reported = await admin.statuses()
         assert all(shop.state in ("waiting", "syncing", "due") and shop.last_error is None for shop in reported)
 
 
@@ -196,7 +196,7 @@ async def test_a_shop_without_session_is_reported_and_the_others_sync(
 
         await group.synced(admin, healthy)
 
-        shop = {shop.shop_id: shop for shop in await admin.shops()}["shop-3"]
+        shop = {shop.shop_id: shop for shop in await admin.statuses()}["shop-3"]
         assert shop.checkpoint is None
         assert "SessionUnavailableError" in (shop.last_error or "")
         assert any(

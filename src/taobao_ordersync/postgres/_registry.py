@@ -13,6 +13,7 @@ from attrs import frozen
 from taobao_ordersync._lease import LeaseRow, rate_share
 from taobao_ordersync.errors import ConfigurationError
 from taobao_ordersync.postgres._database import Database
+from taobao_ordersync.status import ShopStatus
 
 __all__ = [
     "HEARTBEAT_ROUND_TRIPS",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 HEARTBEAT_ROUND_TRIPS: Final = 6  # BEGIN, the lock, three statements, COMMIT
-Report = tuple[str, int, float, str | None, float | None, str | None]  # a held shop, as a heartbeat tells it
+Report = ShopStatus  # deprecated name (it was a tuple): a heartbeat reports each held shop's ShopStatus
 _SHARE_LOCK_KEY: Final = 0x7A0B_0D5D  # advisory lock serializing heartbeats (with the schema's hash)
 
 
@@ -70,10 +71,23 @@ async def remove_shops(db: Database, shop_ids: Sequence[str]) -> int:
     return await _change_shops(db, "remove_shops", _valid_ids(shop_ids))
 
 
+def _report_columns(reports: Sequence[ShopStatus]) -> list[list[Any]]:
+    """The held shops' statuses as the heartbeat's column arrays: id, token, weight, state, behind, error."""
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for status in reports:
+        if status.lease is None:
+            raise ConfigurationError(f"shop {status.shop_id!r}: a heartbeat reports held shops, with their lease")
+        behind = status.behind.total_seconds() if status.behind is not None else None
+        row = (status.shop_id, status.lease.token, status.lease.weight, status.state, behind, status.last_error)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
+
 async def heartbeat(
-    db: Database, worker_id: str, *, host: str, pid: int, lease: float, budget: float, reports: Sequence[Report]
+    db: Database, worker_id: str, *, host: str, pid: int, lease: float, budget: float, reports: Sequence[ShopStatus]
 ) -> Heartbeat:
-    columns: list[list[Any]] = [list(column) for column in zip(*reports, strict=True)] or [[] for _ in range(6)]
+    columns = _report_columns(reports)
     async with db.connection("heartbeat") as connection, connection.transaction():
         await connection.execute(db.sql["lock_heartbeats"], _SHARE_LOCK_KEY, db.schema)
         summary = await connection.fetchrow(db.sql["heartbeat_summary"], worker_id)

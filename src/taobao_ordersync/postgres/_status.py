@@ -3,18 +3,22 @@ summary that reads no checkpoint, and the workers (``sql/status.sql``)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from attrs import frozen
 
 from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
 from taobao_ordersync.postgres._database import Database
+from taobao_ordersync.status import Lease, ShopStatus, phase_of
 
-__all__ = ["RegisteredShop", "ShopSummary", "WorkerRecord", "shops", "summary", "workers"]
+__all__ = ["RegisteredShop", "ShopSummary", "WorkerRecord", "shops", "statuses", "summary", "workers"]
 
 
 @frozen
 class RegisteredShop:
-    """One shop of the registry, as ``shops()`` and ``taobao-ordersync status`` show it.
+    """Deprecated (``PostgresStore.statuses()`` gives ``ShopStatus``): one shop of the registry.
 
     ``lease_left`` is seconds until the owner's lease runs out (negative: expired);
     ``behind`` how far the shop trailed Taobao's ``now - lag`` at its owner's last report.
@@ -61,6 +65,39 @@ class WorkerRecord:
     shops: int
     last_error: str | None = None
     failing_for: float | None = None
+
+
+async def statuses(db: Database) -> list[ShopStatus]:
+    found = []
+    for row in await db.fetch("shops"):
+        checkpoint = _checkpoint(row)
+        found.append(
+            ShopStatus(
+                shop_id=row["shop_id"],
+                state=row["state"],
+                phase=None if checkpoint is None else phase_of(checkpoint),
+                position=None if checkpoint is None else checkpoint.position,
+                behind=None if row["behind"] is None else timedelta(seconds=row["behind"]),
+                last_error=row["last_error"],
+                lease=Lease(
+                    owner=row["owner"],
+                    seconds_left=row["lease_left"],
+                    token=int(row["token"]),
+                    weight=float(row["weight"]),
+                ),
+                checkpoint=checkpoint,
+            )
+        )
+    return found
+
+
+def _checkpoint(row: Any) -> Checkpoint | None:
+    if row["data"] is None:
+        return None
+    try:
+        return Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
+    except (CheckpointCorruptError, CheckpointVersionError):  # shown as unknown, not an error
+        return None
 
 
 async def shops(db: Database) -> list[RegisteredShop]:

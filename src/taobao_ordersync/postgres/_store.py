@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -13,8 +14,9 @@ from taobao_ordersync.postgres import _checkpoints, _push, _registry, _status
 from taobao_ordersync.postgres._database import Database
 from taobao_ordersync.postgres._fencing import FencedStore
 from taobao_ordersync.postgres._push import PushedMessage
-from taobao_ordersync.postgres._registry import Heartbeat, Report
+from taobao_ordersync.postgres._registry import Heartbeat
 from taobao_ordersync.postgres._status import RegisteredShop, ShopSummary, WorkerRecord
+from taobao_ordersync.status import ShopStatus
 from taobao_ordersync.stores import StoredCheckpoint
 
 if TYPE_CHECKING:
@@ -131,8 +133,15 @@ class PostgresStore:
         """Unregister shops (their owners drop them at the next heartbeat; checkpoints stay)."""
         return await _registry.remove_shops(self._db, shop_ids)
 
+    async def statuses(self) -> list[ShopStatus]:
+        """Every registered shop's status, with its lease and its checkpoint's position, by id."""
+        return await _status.statuses(self._db)
+
     async def shops(self) -> list[RegisteredShop]:
-        """Every registered shop with its lease, owner's last report and checkpoint."""
+        """Deprecated: ``statuses()`` (one ``ShopStatus`` per shop, as every runner reports it)."""
+        warnings.warn(
+            "PostgresStore.shops() is deprecated: use statuses() (ShopStatus, with .lease)", DeprecationWarning, 2
+        )
         return await _status.shops(self._db)
 
     async def summary(self, *, limit: int = 10) -> ShopSummary:
@@ -154,7 +163,7 @@ class PostgresStore:
         pid: int,
         lease: float,
         budget: float,
-        reports: Sequence[Report],
+        reports: Sequence[ShopStatus],
     ) -> Heartbeat:
         """Register the worker, take its share of the app's ``budget``, renew its leases with each
         shop's report, and read the registry.
