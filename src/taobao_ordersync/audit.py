@@ -32,9 +32,9 @@ from taobao_ordersync._audit import (
     settled,
     should_list,
 )
-from taobao_ordersync._checkpoint import Checkpoint
 from taobao_ordersync._paging import CountProof, page_count
 from taobao_ordersync._time import floor_second
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.errors import ConfigurationError, WindowTooDenseError, WindowTooLargeError
 from taobao_ordersync.models import Shop, Trade, TradePage
 from taobao_ordersync.planner import Window

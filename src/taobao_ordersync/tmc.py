@@ -545,7 +545,7 @@ class TmcConsumer:
         """Confirm what the poll covered; say whether the shop may poll at the reconciliation pace."""
         state = self._shops.setdefault(shop_id, _ShopPush())
         progress = self.fleet.syncer.progress(shop_id)
-        if progress.backfilled_to is None and progress.cursor is not None and progress.phase == "increments":
+        if progress.backfill_done and progress.cursor is not None and progress.phase == "increments":
             cursor = progress.cursor
             still = []
             for message, covering in state.waiting:

@@ -69,7 +69,7 @@ def test_status_summarizes_without_reading_checkpoints(
     def no_parsing(*args: object, **kwargs: object) -> None:
         raise AssertionError("status parsed a checkpoint")
 
-    monkeypatch.setattr("taobao_ordersync._checkpoint.Checkpoint.from_json", no_parsing)
+    monkeypatch.setattr("taobao_ordersync.checkpoint.Checkpoint.from_json", no_parsing)
     code, out, _ = run(["status", *where], capsys)
 
     assert 0 == code, out

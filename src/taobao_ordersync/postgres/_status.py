@@ -8,7 +8,7 @@ from typing import Any
 
 from attrs import frozen
 
-from taobao_ordersync._checkpoint import Checkpoint
+from taobao_ordersync.checkpoint import Checkpoint
 from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionError
 from taobao_ordersync.postgres._database import Database
 from taobao_ordersync.status import Lease, ShopStatus, phase_of
