@@ -29,7 +29,7 @@ EXPECTED = {
         "one version each",
     ],
     "bulk_batches_to_sqlite.py": ["backfill window", "increments window", "wrote 0 rows", "trades table:"],
-    "custom_checkpoint_store.py": ["run 1:", "run 2:", '"format":1', "a stale save is refused"],
+    "custom_checkpoint_store.py": ["run 1:", "run 2:", '"format":2', "a stale save is refused"],
     "fleet.py": [
         "event: shop-4 paused (AuthenticationError)",
         "event: shop-2 handler_failed (RuntimeError)",

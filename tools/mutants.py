@@ -322,6 +322,18 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (GUARDS + "test_a_change_on_the_second_two_windows_share_is_delivered_once",),
     ),
+    Mutant(
+        "boundary-blind-to-status",
+        "3.5 a version is (tid, modified, status): two versions within one second are both delivered",
+        (
+            Edit(
+                "syncer.py",
+                "key = (trade.tid, trade.modified, trade.status)",
+                "key = (trade.tid, trade.modified, None)",
+            ),
+        ),
+        (SYNCER + "test_a_second_version_within_the_boundary_second_is_delivered",),
+    ),
 )
 
 

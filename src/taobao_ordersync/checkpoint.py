@@ -4,14 +4,19 @@
 
 The stored document is small, versioned and free of secrets (no session key)::
 
-    {"format": 1, "shop_id": "...", "origin": "...", "cursor": "...",
-     "backfill_from": "...", "backfilled_to": "..." | null, "boundary": [[tid, "modified"], ...]}
+    {"format": 2, "shop_id": "...", "origin": "...", "cursor": "...",
+     "backfill_from": "...", "backfilled_to": "..." | null,
+     "boundary": [[tid, "modified", "status" | null], ...]}
 
 ``origin`` is T0 (server time minus lag at the first sync); ``backfilled_to`` is
 the creation-time progress of the backfill (``None`` once it is complete);
 ``cursor`` is the modification time up to which increments are complete;
 ``boundary`` holds the trades already delivered in the cursor's own second, so the
-touching next window does not deliver them again.
+touching next window does not deliver them again. Times are whole seconds, so a version
+is known by its status too: a trade created and paid within one second shows the same
+``modified`` twice, and the paid version must not pass for the one delivered.
+Format 1 (boundary ``[tid, "modified"]``) is still read: its keys have no status, so their
+trades are delivered once more (a duplicate, never a loss).
 """
 
 from __future__ import annotations
@@ -27,11 +32,27 @@ from taobao_ordersync.errors import CheckpointCorruptError, CheckpointVersionErr
 
 __all__ = ["Checkpoint"]
 
-FORMAT: Final = 1
+FORMAT: Final = 2
+_READABLE: Final = (1, 2)
 #: Boundary keys kept at most; beyond this, duplicates are allowed (never losses).
 MAX_BOUNDARY: Final = 2000
 
-Key = tuple[int, datetime]
+Key = tuple[int, datetime, str | None]  # (tid, modified, status): one version of a trade
+
+
+def _order(key: Key) -> tuple[int, datetime, str]:
+    tid, modified, status = key
+    return tid, modified, status or ""
+
+
+def _key(entry: Any) -> Key:
+    """A boundary entry: ``[tid, modified, status]`` (format 2) or ``[tid, modified]`` (format 1)."""
+    if not isinstance(entry, list) or len(entry) not in (2, 3):
+        raise TypeError(f"boundary entry {entry!r} is not [tid, modified, status]")
+    status = entry[2] if len(entry) == 3 else None
+    if status is not None and not isinstance(status, str):
+        raise TypeError(f"boundary status {status!r} is not a string")
+    return _exact_int(entry[0]), parse_time(entry[1]), status
 
 
 def _exact_int(value: Any) -> int:
@@ -52,7 +73,7 @@ class Checkpoint:
         backfill_from: the oldest creation time the backfill reads.
         backfilled_to: how far the backfill has read, by creation time; None once it is done
             (``backfill_done``).
-        boundary: ``(tid, modified)`` of the trades already delivered in the committed position's
+        boundary: ``(tid, modified, status)`` of the trades already delivered in the committed position's
             own second, so the touching next window does not deliver them again.
     """
 
@@ -75,7 +96,7 @@ class Checkpoint:
         return self.cursor if self.backfilled_to is None else self.backfilled_to
 
     def to_json(self) -> str:
-        keys = sorted(self.boundary)[:MAX_BOUNDARY] if len(self.boundary) <= MAX_BOUNDARY else []
+        keys = sorted(self.boundary, key=_order) if len(self.boundary) <= MAX_BOUNDARY else []
         document: dict[str, Any] = {
             "format": FORMAT,
             "shop_id": self.shop_id,
@@ -83,7 +104,7 @@ class Checkpoint:
             "cursor": format_time(self.cursor),
             "backfill_from": format_time(self.backfill_from),
             "backfilled_to": None if self.backfilled_to is None else format_time(self.backfilled_to),
-            "boundary": [[tid, format_time(modified)] for tid, modified in keys],
+            "boundary": [[tid, format_time(modified), status] for tid, modified, status in keys],
         }
         return json.dumps(document, separators=(",", ":"))
 
@@ -96,7 +117,7 @@ class Checkpoint:
             found = document.get("format")
             if type(found) is int and found > FORMAT:
                 raise CheckpointVersionError(shop_id, found=found, known=FORMAT)
-            if type(found) is not int or found != FORMAT:
+            if type(found) is not int or found not in _READABLE:
                 raise CheckpointCorruptError(f"shop {shop_id!r}: checkpoint format {found!r} is not {FORMAT}")
             if document["shop_id"] != shop_id:
                 raise ValueError(f"it belongs to shop {document['shop_id']!r}")
@@ -107,7 +128,7 @@ class Checkpoint:
                 cursor=parse_time(document["cursor"]),
                 backfill_from=parse_time(document["backfill_from"]),
                 backfilled_to=None if backfilled_to is None else parse_time(backfilled_to),
-                boundary=frozenset((_exact_int(tid), parse_time(modified)) for tid, modified in document["boundary"]),
+                boundary=frozenset(_key(entry) for entry in document["boundary"]),
             )
         except (CheckpointCorruptError, CheckpointVersionError):
             raise

@@ -663,7 +663,7 @@ class Syncer:
     ) -> list[Trade]:
         fresh = []
         for trade in trades:
-            key = (trade.tid, trade.modified)
+            key = (trade.tid, trade.modified, trade.status)  # a second may hold two versions
             if key in seen:
                 progress.duplicates += 1
                 continue

@@ -24,6 +24,7 @@ from taobao_ordersync import (
 from taobao_ordersync import syncer as syncer_module
 from taobao_ordersync._time import floor_second
 from taobao_ordersync.testing import Chaos, Collector, Emulator, ShopProfile
+from taobao_ordersync.testing._shop import Version
 
 SHOP = Shop(id="shop-1", session="session-1")
 BUSY = ShopProfile(orders_per_day=1000, history_days=1)
@@ -457,3 +458,44 @@ async def test_progress_says_when_the_backfill_is_done(make_emulator: Any) -> No
 
     assert {("backfill", False), ("increments", True)} == set(seen)
     assert syncer.progress(SHOP.id).backfill_done
+
+
+async def test_a_second_version_within_the_boundary_second_is_delivered(make_emulator: Any) -> None:
+    """A trade delivered at the very start of the committed position's second (e.000, inside the window
+    ending there), then changed again within that second (paid right after it was created, say) and shown
+    to the lists only later: the touching next window delivers the new version. Times are whole seconds,
+    so the boundary tells versions apart by status too; keyed by (tid, modified) alone, the paid version
+    passed for the one delivered."""
+    async with make_emulator(seed=8, profile=ShopProfile(orders_per_day=2_000, history_days=1)) as emu:
+        emu.pause_activity()  # only this test's changes happen
+        shop = emu.shop(SHOP.id)
+        async with client_for(emu, clock_refresh=0) as client:
+            syncer = Syncer(client, store=MemoryStore(), lag=5)
+            delivered: list[tuple[int, Any, str | None]] = []
+            async for _ in syncer.increments(SHOP):
+                pass
+
+            # The next poll's window ends at floor(now - lag): put a version at the start of that second
+            # (and of the one after, in case the clock crosses a second meanwhile).
+            ends = floor_second(emu.now() + timedelta(seconds=1) - timedelta(seconds=5))
+            records = [record for record in shop.trades.values() if record.versions[-1].modified < ends][:2]
+            for record, second in zip(records, (ends, ends + timedelta(seconds=1)), strict=True):
+                last = record.versions[-1]
+                shop.add_version(record, Version(modified=second, visible_at=emu.now(), status=last.status))
+            emu.advance(1)
+            async for trade in syncer.increments(SHOP):
+                delivered.append((trade.tid, trade.modified, trade.status))
+            checkpoint = await syncer.checkpoint(SHOP.id)
+            assert checkpoint is not None
+            [(tid, second, status)] = checkpoint.boundary  # the one at the window's last second
+
+            record = shop.trades[tid]
+            new_status = "TRADE_CLOSED" if status != "TRADE_CLOSED" else "TRADE_FINISHED"
+            changed = Version(modified=second + timedelta(milliseconds=500), visible_at=emu.now(), status=new_status)
+            shop.add_version(record, changed)  # in that same second, but visible only now
+            emu.advance(10)
+            async for trade in syncer.increments(SHOP):
+                delivered.append((trade.tid, trade.modified, trade.status))
+
+    assert (tid, second, status) in delivered
+    assert (tid, second, new_status) in delivered

@@ -29,7 +29,7 @@ def sample(**overrides: Any) -> Checkpoint:
         "cursor": at(3_600),
         "backfill_from": at(-90 * 86_400),
         "backfilled_to": at(-86_400),
-        "boundary": frozenset({(1001, at(3_600)), (1002, at(3_600))}),
+        "boundary": frozenset({(1001, at(3_600), "TRADE_FINISHED"), (1002, at(3_600), None)}),
     }
     fields.update(overrides)
     return Checkpoint(**fields)
@@ -52,7 +52,10 @@ checkpoints = st.builds(
     cursor=moments,
     backfill_from=moments,
     backfilled_to=st.none() | moments,
-    boundary=st.frozensets(st.tuples(st.integers(0, 2**63 - 1), moments), max_size=30),
+    boundary=st.frozensets(
+        st.tuples(st.integers(0, 2**63 - 1), moments, st.none() | st.sampled_from(["WAIT_BUYER_PAY", "状态"])),
+        max_size=30,
+    ),
 )
 
 
@@ -84,17 +87,28 @@ def test_position_is_the_backfills_until_it_is_done_then_the_cursor() -> None:
 
 
 def test_round_trip_with_a_boundary() -> None:
-    """The boundary keys come back as (tid, modified) pairs."""
+    """The boundary keys come back as (tid, modified, status): one version each."""
     checkpoint = sample()
 
     assert (
-        frozenset({(1001, at(3_600)), (1002, at(3_600))})
+        frozenset({(1001, at(3_600), "TRADE_FINISHED"), (1002, at(3_600), None)})
         == Checkpoint.from_json(checkpoint.to_json(), shop_id="shop-1").boundary
     )
 
 
+def test_a_format_1_boundary_is_read_without_statuses() -> None:
+    """The previous format's [tid, modified] keys read with no status: they match no delivered version,
+    so those trades come once more (a duplicate after the upgrade, never a loss)."""
+    old = document(format=1, boundary=[[1001, "2024-01-01 01:00:00"]])
+
+    loaded = Checkpoint.from_json(json.dumps(old), shop_id="shop-1")
+
+    assert frozenset({(1001, at(3_600), None)}) == loaded.boundary
+    assert 2 == json.loads(loaded.to_json())["format"]
+
+
 def test_output_is_compact_versioned_json_without_a_session() -> None:
-    """The document is compact JSON, format 1, wall-clock times, and holds no session field."""
+    """The document is compact JSON, format 2, wall-clock times, and holds no session field."""
     text = sample().to_json()
     stored = json.loads(text)
 
@@ -102,12 +116,12 @@ def test_output_is_compact_versioned_json_without_a_session() -> None:
     assert ", " not in text
     assert ": " not in text
     assert "\n" not in text
-    assert 1 == stored["format"]
+    assert 2 == stored["format"]
     assert type(stored["format"]) is int
     assert FIELDS == set(stored)
     assert not [key for key in stored if "session" in key.lower()]
     assert "2024-01-01 01:00:00" == stored["cursor"]
-    assert [[1001, "2024-01-01 01:00:00"], [1002, "2024-01-01 01:00:00"]] == stored["boundary"]
+    assert [[1001, "2024-01-01 01:00:00", "TRADE_FINISHED"], [1002, "2024-01-01 01:00:00", None]] == stored["boundary"]
 
 
 def test_times_are_stored_in_china_standard_time() -> None:
@@ -119,7 +133,7 @@ def test_times_are_stored_in_china_standard_time() -> None:
 
 def test_an_oversized_boundary_is_dropped_on_save() -> None:
     """Beyond MAX_BOUNDARY keys the boundary is saved empty: duplicates later, never a loss."""
-    boundary = frozenset((tid, at(3_600)) for tid in range(MAX_BOUNDARY + 1))
+    boundary = frozenset((tid, at(3_600), None) for tid in range(MAX_BOUNDARY + 1))
     checkpoint = sample(boundary=boundary)
 
     loaded = Checkpoint.from_json(checkpoint.to_json(), shop_id="shop-1")
@@ -130,7 +144,7 @@ def test_an_oversized_boundary_is_dropped_on_save() -> None:
 
 def test_a_boundary_of_exactly_max_boundary_is_kept() -> None:
     """MAX_BOUNDARY keys are still saved in full."""
-    boundary = frozenset((tid, at(3_600)) for tid in range(MAX_BOUNDARY))
+    boundary = frozenset((tid, at(3_600), None) for tid in range(MAX_BOUNDARY))
 
     assert boundary == Checkpoint.from_json(sample(boundary=boundary).to_json(), shop_id="shop-1").boundary
 
@@ -139,7 +153,7 @@ def test_a_boundary_of_exactly_max_boundary_is_kept() -> None:
 @given(st.integers(MAX_BOUNDARY - 3, MAX_BOUNDARY + 3))
 def test_saved_boundary_never_gains_keys(size: int) -> None:
     """The saved boundary is all of it or nothing: never a key that was not delivered."""
-    boundary = frozenset((tid, at(tid % 7)) for tid in range(size))
+    boundary = frozenset((tid, at(tid % 7), None) for tid in range(size))
 
     saved = Checkpoint.from_json(sample(boundary=boundary).to_json(), shop_id="shop-1").boundary
 
@@ -176,7 +190,7 @@ def test_saved_boundary_never_gains_keys(size: int) -> None:
     ],
 )
 def test_unreadable_documents_raise(text: str) -> None:
-    """Anything but a valid format-1 document for this shop raises CheckpointCorruptError."""
+    """Anything but a valid format-1 or format-2 document for this shop raises CheckpointCorruptError."""
     with pytest.raises(CheckpointCorruptError, match="shop-1"):
         Checkpoint.from_json(text, shop_id="shop-1")
 
@@ -187,7 +201,7 @@ def test_another_shops_checkpoint_names_the_owner() -> None:
         Checkpoint.from_json(sample(shop_id="shop-2").to_json(), shop_id="shop-1")
 
 
-@pytest.mark.parametrize("version", [2, 99])
+@pytest.mark.parametrize("version", [3, 99])
 def test_a_newer_format_is_a_version_error_not_corruption(version: int) -> None:
     """A format newer than this library knows was written by a newer release (a rolling upgrade):
     CheckpointVersionError, which is not CheckpointCorruptError, so a fleet waits instead of pausing."""
@@ -198,7 +212,7 @@ def test_a_newer_format_is_a_version_error_not_corruption(version: int) -> None:
     assert version == caught.value.found
 
 
-@pytest.mark.parametrize("version", [0, -1, "1", 1.0, None, True], ids=["0", "-1", "string-1", "float", "null", "true"])
+@pytest.mark.parametrize("version", [0, -1, "2", 2.0, None, True], ids=["0", "-1", "string-2", "float", "null", "true"])
 def test_a_format_no_release_ever_wrote_is_corrupt(version: object) -> None:
     """Older than any release, or not an integer: the document is damaged, not from the future."""
     with pytest.raises(CheckpointCorruptError, match="format"):
