@@ -427,8 +427,13 @@ class TmcConsumer:
         how many were taken (those already in hand or of shops not held are skipped)."""
         taken = 0
         for shop_id, message in messages:
-            if message.id in self._pending or message.id in self._relay_done or shop_id not in self.fleet:
-                continue  # in hand, delivered (its row is marked so with the next flush), or not ours
+            # Skipped: in hand, delivered (its row is marked so with the next flush), or not ours. A
+            # message this consumer forwarded itself (its shop was not open here yet) is taken too.
+            in_hand = message.id in self._pending and message.id not in self._forwarded
+            if in_hand or message.id in self._from_relay or message.id in self._relay_done:
+                continue
+            if shop_id not in self.fleet:
+                continue
             taken += 1
             self.stats.relayed += 1
             self._from_relay.add(message.id)

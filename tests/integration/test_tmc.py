@@ -187,7 +187,7 @@ class RecordingRelay:
         return self.delivered_elsewhere & set(message_ids)
 
     async def delivered(self, message_ids: Sequence[int]) -> None:
-        raise AssertionError("this consumer took nothing from the relay")
+        self.delivered_elsewhere.update(message_ids)  # as the inbox does: delivered, so settled
 
 
 async def test_messages_of_shops_held_elsewhere_are_relayed_and_confirmed_only_once_delivered(
@@ -228,3 +228,38 @@ async def test_messages_of_shops_held_elsewhere_are_relayed_and_confirmed_only_o
 
             await _running(fleet, consumer, body)
     assert (2, 1) == (consumer.stats.forwarded, consumer.stats.unmapped)
+
+
+async def test_a_message_relayed_before_its_shop_opened_here_is_delivered_by_this_consumer(
+    make_emulator: Any,
+) -> None:
+    """A worker consumes a message of a shop it has just claimed but not opened yet (its session is being
+    looked up): the message goes to the relay, and when the shop opens, this same consumer takes it back
+    from the relay, delivers it, and confirms it once the relay says so (it once stayed pending forever)."""
+    async with make_emulator(shops=2, seed=14, profile=ShopProfile(orders_per_day=40, history_days=1)) as emu:
+        recorder = Recorder(emu)
+        async with client_for(emu, clock_refresh=0) as client:
+            for state in emu.shops:
+                await client.call("taobao.tmc.user.permit", {}, session=state.session)
+            fleet = Fleet(client, store=MemoryStore(), handler=recorder, policy=RARE, lag=2)
+            fleet.add(Shop(id="shop-1", session=emu.shop("shop-1").session))
+            relay = RecordingRelay({"shop-1", "shop-2"})
+            consumer = TmcConsumer(
+                fleet, shop_for={s.nick: s.id for s in emu.shops}, mode="fullinfo", idle_wait=0.05, relay=relay
+            )
+
+            async def body() -> None:
+                await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
+                tid = next(iter(emu.shop("shop-2").trades))
+                emu.modify("shop-2", tid)
+                await _until(lambda: len(relay.forwarded) == 1, 10)
+                [(message_id, _)] = relay.forwarded.items()
+                fleet.add(Shop(id="shop-2", session=emu.shop("shop-2").session))
+                message = TmcMessage(id=message_id, topic="taobao_trade_TradeChanged", content={"tid": tid})
+                assert 1 == await consumer.take_relayed([("shop-2", message)])
+                await _until(lambda: emu.tmc.confirmed == 1 and consumer.pending == 0, 10)
+                assert message_id in relay.delivered_elsewhere
+                assert any(phase == "push" for _, _, phase in recorder.arrivals[tid])
+
+            await _running(fleet, consumer, body)
+    assert (1, 1) == (consumer.stats.forwarded, consumer.stats.relayed)
