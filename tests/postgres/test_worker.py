@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from attrs import evolve
 
-from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Shop, TmcConsumer, TopClient
+from taobao_ordersync import Batch, Checkpoint, FleetEvent, PollPolicy, Schedule, Shop, TmcConsumer, TopClient
 from taobao_ordersync.errors import HeartbeatFailedError, LeaseLostError, SessionUnavailableError
 from taobao_ordersync.postgres import PostgresStore
 from taobao_ordersync.testing import Chaos, Collector, Emulator
@@ -483,21 +483,25 @@ async def test_push_messages_consumed_by_the_other_worker_reach_the_shops_holder
     apart, so every delivery after the first sync is push, and no checkpoint moves), the consumer
     confirms it only then, the inbox ends empty, and a final poll finds nothing lost."""
     rare = evolve(FAST, min_interval=3600, max_interval=3600)
-    async with cluster(make_emulator, postgres_server, shops=6, seed=21) as (group, admin):
+    async with cluster(make_emulator, postgres_server, shops=2, seed=21) as (group, admin):
         emu = group.emu
         workers = [await group.start(name, policy=rare, push_group=f"for-{name}") for name in ("w1", "w2")]
         shop_ids = [state.id for state in emu.shops]
         await group.synced(admin, shop_ids)
-        while sorted((held := await owners(admin)).values(), key=str) != ["w1"] * 3 + ["w2"] * 3:  # noqa: ASYNC110
+        deadline = time.monotonic() + 30
+        while {"w1", "w2"} != set((held := await owners(admin)).values()):
+            assert time.monotonic() < deadline, held  # every shop held, and by both workers
             await asyncio.sleep(0.05)  # the second worker's share is being handed over
         holders = dict(zip(("w1", "w2"), workers, strict=True))
-        while not all(  # noqa: ASYNC110 (each holder's first poll is done: the next is an hour away)
+        while not all(  # each holder's first poll is done: the next is an hour away
             shop_id in (fleet := holders[held[shop_id]].fleet)  # type: ignore[index]
             and fleet.status(shop_id).state == "waiting"
-            and fleet.status(shop_id).calls > 0
+            and (fleet.status(shop_id).schedule or Schedule(interval=0)).polls > 0
             for shop_id in shop_ids
         ):
+            assert time.monotonic() < deadline, held
             await asyncio.sleep(0.05)
+        assert held == await owners(admin)  # nothing moved meanwhile
         while not all(emu.tmc.permitted(shop_id) for shop_id in shop_ids):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for state in emu.shops:  # each seller's messages go to the group the other worker consumes
