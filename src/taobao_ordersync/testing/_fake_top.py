@@ -33,6 +33,7 @@ from taobao_ordersync.testing._gateway import (
 )
 from taobao_ordersync.testing._order_apis import (
     LIST_METHODS,
+    Listing,
     Row,
     SearchIndex,
     fullinfo_payload,
@@ -326,18 +327,18 @@ class FakeTop:
             candidates = tids_in_window(shop, request.time_field, request.start, request.end)
             for tid in self._dice.trades_to_move(candidates):
                 self.simulator.touch(shop, shop.trades[tid], now, applied_at=now)
-        rows = self._index.window(
+        listing = self._index.window(
             shop, request.time_field, request.start, request.end, request.types, request.status, now
         )
         if request.matches is not None:
             matches = request.matches
-            rows = [row for row in rows if matches(row[0])]
-        if len(rows) > _wire.MAX_WINDOW_TRADES:
+            listing = Listing.of(row for row in listing.rows() if matches(row[0]))
+        if len(listing) > _wire.MAX_WINDOW_TRADES:
             raise _window_too_big()
         if self.chaos.shuffle_ties:
             tied = _tied_by_created if request.time_field == "created" else _tied_by_modified
-            rows = self._dice.shuffle_ties(rows, tied)
-        return list_page(rows, request, always_has_next=self.chaos.always_has_next)
+            listing = Listing.of(self._dice.shuffle_ties(listing.rows(), tied))
+        return list_page(listing, request, always_has_next=self.chaos.always_has_next)
 
 
 def _window_too_big() -> Refusal:
