@@ -52,8 +52,6 @@ _RATE_STATUSES: Final = frozenset(
     {"RATE_UNBUYER", "RATE_UNSELLER", "RATE_BUYER_UNSELLER", "RATE_UNBUYER_SELLER", "RATE_BUYER_SELLER"}
 )
 _UNRATED: Final = frozenset({"RATE_UNBUYER", "RATE_UNSELLER"})  # neither side has rated
-# A trade's fields that change with its version (``TradeRecord.data`` holds none of them but ``orders``).
-_VERSIONED: Final = frozenset({"modified", "status", "seller_memo", "orders"})
 
 TimeField = Literal["created", "modified"]
 #: A listed trade and the version the index shows of it.
@@ -251,7 +249,7 @@ def render(record: TradeRecord, version: Version, fields: frozenset[str]) -> dic
     ``orders`` shows every sub-order field, ``orders.<name>`` only the named ones; unknown names are ignored.
     Only what is shown is built: listing a page renders 100 trades of which a count call shows one field.
     """
-    shown = {name: value for name, value in record.data.items() if name in fields and name not in _VERSIONED}
+    shown = {name: value for name, value in record.data.items() if name in fields and name != "orders"}
     if "modified" in fields:
         shown["modified"] = format_time(version.modified)
     if "status" in fields:
