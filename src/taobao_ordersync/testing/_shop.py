@@ -115,7 +115,7 @@ class ShopState:
     pending: list[tuple[datetime, int, int, str]] = field(factory=list)
     next_creation: datetime | None = None
     session_valid: bool = True
-    generation: int = 0
+    generation: int = 0  # counts new versions: a cached list of the shop's trades is right while it stands
     # Told of every new version (the emulator's TMC publishes a message for it).
     on_version: Callable[[ShopState, TradeRecord, Version], None] | None = None
     _seq: int = 0

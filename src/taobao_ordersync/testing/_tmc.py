@@ -10,6 +10,9 @@ redelivery of confirmed messages, delays, and messages never published at all.
 
 ``changes`` is the ground truth: when each change happened and whether a message for it
 was published, to measure freshness (change -> handler) against.
+
+``answer_user_permit`` and ``answer_messages`` read the three calls' parameters for the fake
+gateway, once its own checks have passed.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ class _Permit:
 
 
 class TmcBroker:
-    """Message queues of one app, fed by the shops' changes (used by ``Emulator``)."""
+    """Message queues of one app, fed by the shops' changes (``FakeTop.tmc``, also ``Emulator.tmc``)."""
 
     def __init__(self, *, chaos: TmcChaos | None = None, seed: int = 0) -> None:
         self.chaos = chaos or TmcChaos()
