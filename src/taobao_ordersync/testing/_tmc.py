@@ -34,6 +34,7 @@ from taobao_ordersync.testing._shop import ShopState, TradeRecord, Version
 __all__ = [
     "APP_METHODS",
     "TRADE_TOPICS",
+    "USER_METHODS",
     "TmcBroker",
     "TmcChange",
     "TmcChaos",
