@@ -48,7 +48,7 @@ from taobao_ordersync.testing._tmc import TmcBroker, TmcChaos
 from taobao_ordersync.testing._truth import VerifyReport, verify
 
 if TYPE_CHECKING:
-    from taobao_ordersync._checkpoint import Checkpoint
+    from taobao_ordersync.checkpoint import Checkpoint
     from taobao_ordersync.testing.naive import Collector
 
 __all__ = ["METHODS", "FakeTop", "TopReply", "format_http_date"]

@@ -36,7 +36,7 @@ from taobao_ordersync.testing._tmc import TmcBroker, TmcChaos
 from taobao_ordersync.testing._truth import VerifyReport
 
 if TYPE_CHECKING:
-    from taobao_ordersync._checkpoint import Checkpoint
+    from taobao_ordersync.checkpoint import Checkpoint
     from taobao_ordersync.testing.naive import Collector
 
 __all__ = ["Chaos", "Emulator", "ShopProfile", "TmcChaos", "VerifyReport"]
