@@ -148,6 +148,10 @@ class FakeTop:
         """Code-7 refusals answered so far."""
         return self._limit.bans_issued
 
+    @bans_issued.setter
+    def bans_issued(self, count: int) -> None:
+        self._limit.bans_issued = count
+
     # -- shops ----------------------------------------------------------------------------
 
     def add_shop(self, index: int, *, now: datetime, profile: ShopProfile | None = None) -> ShopState:

@@ -159,21 +159,34 @@ class Emulator:
         )
 
     # -- the fake's settings and counters ----------------------------------------------
+    # Plain attributes before the core was split out: each can still be assigned (a counter reset, say).
 
     @property
     def app_key(self) -> str:
         """The app key the emulator accepts."""
         return self._top.app_key
 
+    @app_key.setter
+    def app_key(self, value: str) -> None:
+        self._top.app_key = value
+
     @property
     def app_secret(self) -> str:
         """The app secret requests must be signed with."""
         return self._top.app_secret
 
+    @app_secret.setter
+    def app_secret(self, value: str) -> None:
+        self._top.app_secret = value
+
     @property
     def seed(self) -> int:
         """The seed of the shops' data and of the chaos."""
         return self._top.seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self._top.seed = value
 
     @property
     def chaos(self) -> Chaos:
@@ -194,25 +207,45 @@ class Emulator:
         """Requests per ``method``, refused and faulted ones included."""
         return self._top.calls
 
+    @calls.setter
+    def calls(self, value: Counter[str]) -> None:
+        self._top.calls = value
+
     @property
     def calls_by_shop(self) -> Counter[tuple[str, str]]:
         """Requests per ``(shop_id, method)``, counted once the session is accepted."""
         return self._top.calls_by_shop
+
+    @calls_by_shop.setter
+    def calls_by_shop(self, value: Counter[tuple[str, str]]) -> None:
+        self._top.calls_by_shop = value
 
     @property
     def bans_issued(self) -> int:
         """Code-7 refusals answered so far."""
         return self._top.bans_issued
 
+    @bans_issued.setter
+    def bans_issued(self, value: int) -> None:
+        self._top.bans_issued = value
+
     @property
     def faults_injected(self) -> int:
         """Transient failures injected so far (``Chaos.error_rate`` and ``refuse_later_pages``)."""
         return self._top.faults_injected
 
+    @faults_injected.setter
+    def faults_injected(self, value: int) -> None:
+        self._top.faults_injected = value
+
     @property
     def activity_paused(self) -> bool:
         """Whether ``pause_activity`` was called."""
         return self._top.activity_paused
+
+    @activity_paused.setter
+    def activity_paused(self, value: bool) -> None:
+        self._top.activity_paused = value
 
     @property
     def _simulator(self) -> Simulator:
