@@ -29,9 +29,10 @@ from benchmarks._measure import Row
 from taobao_ordersync import Order, Trade, _wire
 from taobao_ordersync._convert import ListQuery, structure_page
 from taobao_ordersync._fields import TIMES
-from taobao_ordersync._time import format_time
+from taobao_ordersync._time import format_time, from_epoch
 from taobao_ordersync.models import _FIELDS
-from taobao_ordersync.testing import Emulator, ShopProfile
+from taobao_ordersync.testing import ShopProfile
+from taobao_ordersync.testing._fake_top import FakeTop
 
 __all__ = ["decode"]
 
@@ -61,12 +62,15 @@ class Pages:
 
     def __init__(self, pages: int, seed: int) -> None:
         days = 2.0
-        self.emulator = Emulator(
-            shops=1, profile=ShopProfile(orders_per_day=PAGE * pages / days * 1.05, history_days=days), seed=seed
+        self.now = from_epoch(time.time())
+        self.emulator = FakeTop(
+            now=self.now,
+            shops=1,
+            profile=ShopProfile(orders_per_day=PAGE * pages / days * 1.05, history_days=days),
+            seed=seed,
         )
         self.emulator.pause_activity()
         self.shop = self.emulator.shops[0]
-        self.now = self.emulator.now()
         self.start = self.now - timedelta(days=days + 1)
         self.count = pages
         self.params = {
@@ -88,7 +92,7 @@ class Pages:
         self.wrapped = [self.body(page, simplify=False) for page in range(1, pages + 1)]
 
     def payload(self, page: int) -> dict[str, Any]:
-        payload = self.emulator._list(self.shop, METHOD, {**self.params, "page_no": str(page)}, self.now)
+        payload = self.emulator.list_trades(self.shop, METHOD, {**self.params, "page_no": str(page)}, self.now)
         for trade in payload["trades"]:
             _with_times(trade)
         return payload
@@ -101,7 +105,7 @@ class Pages:
         """One pass of the emulator's side: list each page, wrap it, encode it (its handler without HTTP)."""
         started = time.perf_counter()
         for page in range(1, self.count + 1):
-            payload = self.emulator._list(self.shop, METHOD, {**self.params, "page_no": str(page)}, self.now)
+            payload = self.emulator.list_trades(self.shop, METHOD, {**self.params, "page_no": str(page)}, self.now)
             document = _wire.success_body(METHOD, {**payload, "request_id": "bench"}, simplify=True)
             json.dumps(document, ensure_ascii=False).encode()
         return time.perf_counter() - started

@@ -89,7 +89,7 @@ class TradeRecord:
         return None
 
     def render(self, version: Version) -> dict[str, Any]:
-        """The trade's JSON as it was at ``version``."""
+        """The trade's JSON as it was at ``version`` (list and fullinfo replies show some of its fields)."""
         data = dict(self.data)
         data["modified"] = format_time(version.modified)
         data["status"] = version.status
@@ -115,8 +115,7 @@ class ShopState:
     pending: list[tuple[datetime, int, int, str]] = field(factory=list)
     next_creation: datetime | None = None
     session_valid: bool = True
-    generation: int = 0
-    visible_by: datetime | None = None  # when every version so far is visible to list calls
+    generation: int = 0  # counts new versions: a cached list of the shop's trades is right while it stands
     # Told of every new version (the emulator's TMC publishes a message for it).
     on_version: Callable[[ShopState, TradeRecord, Version], None] | None = None
     _seq: int = 0
@@ -130,20 +129,32 @@ class ShopState:
         record.versions.append(version)
         _add_sorted(self.by_modified, (version.modified, record.tid, len(record.versions) - 1))
         self.generation += 1
-        if self.visible_by is None or version.visible_at > self.visible_by:
-            self.visible_by = version.visible_at
         if self.on_version is not None:
             self.on_version(self, record, version)
 
     def modified_between(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int, int]]:
-        lo = bisect_left(self.by_modified, (start, -1, -1))
-        hi = bisect_right(self.by_modified, (end, 1 << 80, 1 << 30))
-        return iter(self.by_modified[lo:hi])
+        """Index entries (modified, tid, version index) with ``start <= modified <= end``, oldest first."""
+        return iter(self.by_modified[self._modified_span(start, end)])
+
+    def modified_newest_first(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int, int]]:
+        """``modified_between``, newest first."""
+        return reversed(self.by_modified[self._modified_span(start, end)])
 
     def created_between(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int]]:
-        lo = bisect_left(self.by_created, (start, -1))
-        hi = bisect_right(self.by_created, (end, 1 << 80))
-        return iter(self.by_created[lo:hi])
+        """Index entries (created, tid) with ``start <= created <= end``, oldest first."""
+        return iter(self.by_created[self._created_span(start, end)])
+
+    def created_newest_first(self, start: datetime, end: datetime) -> Iterator[tuple[datetime, int]]:
+        """``created_between``, newest first."""
+        return reversed(self.by_created[self._created_span(start, end)])
+
+    def _modified_span(self, start: datetime, end: datetime) -> slice:
+        return slice(
+            bisect_left(self.by_modified, (start, -1, -1)), bisect_right(self.by_modified, (end, 1 << 80, 1 << 30))
+        )
+
+    def _created_span(self, start: datetime, end: datetime) -> slice:
+        return slice(bisect_left(self.by_created, (start, -1)), bisect_right(self.by_created, (end, 1 << 80)))
 
 
 def to_millisecond(moment: datetime) -> datetime:

@@ -10,6 +10,9 @@ redelivery of confirmed messages, delays, and messages never published at all.
 
 ``changes`` is the ground truth: when each change happened and whether a message for it
 was published, to measure freshness (change -> handler) against.
+
+``answer_user_permit`` and ``answer_messages`` read the three calls' parameters for the fake
+gateway, once its own checks have passed.
 """
 
 from __future__ import annotations
@@ -18,16 +21,26 @@ import json
 import random
 import zlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from attrs import define, field, frozen
 
 from taobao_ordersync._time import format_time
+from taobao_ordersync.testing._gateway import Refusal, bad_param, read_int
 from taobao_ordersync.testing._shop import ShopState, TradeRecord, Version
 
-__all__ = ["TRADE_TOPICS", "TmcBroker", "TmcChange", "TmcChaos"]
+__all__ = [
+    "APP_METHODS",
+    "TRADE_TOPICS",
+    "USER_METHODS",
+    "TmcBroker",
+    "TmcChange",
+    "TmcChaos",
+    "answer_messages",
+    "answer_user_permit",
+]
 
 #: The trade topics of top-api.md §9 (all prefixed ``taobao_trade_``).
 TRADE_TOPICS: Final = frozenset(
@@ -41,6 +54,11 @@ TRADE_TOPICS: Final = frozenset(
 )  # fmt: skip
 REFUND_TOPICS: Final = frozenset(f"taobao_refund_{name}" for name in ("RefundCreated", "RefundSuccess", "RefundClosed"))
 KNOWN_TOPICS: Final = TRADE_TOPICS | REFUND_TOPICS
+#: The calls an app makes for itself, with no seller's session.
+APP_METHODS: Final = frozenset({"taobao.tmc.messages.consume", "taobao.tmc.messages.confirm"})
+#: The call a seller's session permits (``taobao.tmc.user.permit``).
+USER_METHODS: Final = frozenset({"taobao.tmc.user.permit"})
+MAX_CONFIRM: Final = 200  # message ids per confirm call
 #: The app key Taobao publishes trade messages under (``pub_app_key``).
 PUBLISHER_APP_KEY: Final = "12497914"
 _BY_STATUS: Final = {
@@ -110,7 +128,7 @@ class _Permit:
 
 
 class TmcBroker:
-    """Message queues of one app, fed by the shops' changes (used by ``Emulator``)."""
+    """Message queues of one app, fed by the shops' changes (``FakeTop.tmc``, also ``Emulator.tmc``)."""
 
     def __init__(self, *, chaos: TmcChaos | None = None, seed: int = 0) -> None:
         self.chaos = chaos or TmcChaos()
@@ -257,3 +275,40 @@ def _topic(previous: Version | None, version: Version) -> str:
     if version.memo != previous.memo:
         return "taobao_trade_TradeMemoModified"
     return "taobao_trade_TradeChanged"
+
+
+# -- the API's parameters (the fake gateway calls these once its own checks passed) ------------
+
+
+def answer_user_permit(broker: TmcBroker, shop: ShopState, params: Mapping[str, str]) -> dict[str, Any]:
+    """``taobao.tmc.user.permit`` for ``shop``: its ``topics`` (all when absent), checked."""
+    raw = params.get("topics")
+    topics = None
+    if raw:
+        topics = [name.strip() for name in raw.split(",") if name.strip()]
+        if len(topics) > 100:
+            raise bad_param("topics", "at most 100 topics")
+        unknown = sorted(set(topics) - KNOWN_TOPICS)
+        if unknown:
+            raise bad_param("topics", f"unknown topic {unknown[0]}")
+    broker.permit(shop, topics)
+    return {"is_success": True}
+
+
+def answer_messages(broker: TmcBroker, method: str, params: Mapping[str, str], now: datetime) -> dict[str, Any]:
+    """``taobao.tmc.messages.consume`` or ``.confirm`` for the group ``group_name`` (``"default"`` when absent)."""
+    group = params.get("group_name") or "default"
+    if method == "taobao.tmc.messages.consume":
+        quantity = read_int(params, "quantity", default=100, low=10, high=200)
+        messages = broker.consume(group, quantity, now)
+        return {"messages": messages} if messages else {}  # TOP omits empty lists
+    raw = params.get("s_message_ids")
+    if not raw or not raw.strip():
+        raise Refusal(40, "Missing Required Arguments:s_message_ids")
+    ids = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(part.isdigit() for part in ids):
+        raise Refusal(41, "Invalid Arguments:s_message_ids")
+    if len(ids) > MAX_CONFIRM:
+        raise bad_param("s_message_ids", f"at most {MAX_CONFIRM} message ids per call")
+    broker.confirm(group, (int(part) for part in ids))
+    return {"is_success": True}
