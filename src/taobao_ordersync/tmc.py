@@ -499,8 +499,15 @@ class TmcConsumer:
         if shop_id not in self.fleet:
             await self._moved(shop_id, message)
             return
+        try:
+            now = await self.client.server_now()  # may measure Taobao's clock: a call that can fail
+        except TaobaoOrderSyncError as exc:  # left unconfirmed: TMC (or the relay) hands it out again
+            self.stats.failures += 1
+            self._pending.discard(message.id)
+            self._from_relay.discard(message.id)
+            logger.info("TMC message %d (shop %s): %s; left for a redelivery", message.id, shop_id, exc)
+            return
         self.stats.early_polls += 1
-        now = await self.client.server_now()
         announced = floor_second(message.pub_time if message.pub_time is not None else now)
         covering = announced + SECOND  # the change is at announced.xxx at the latest
         self._shops.setdefault(shop_id, _ShopPush()).waiting.append((message, covering))

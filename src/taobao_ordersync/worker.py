@@ -665,8 +665,10 @@ class Worker:
             except CheckpointError as exc:  # the next heartbeat looks again
                 logger.warning("worker %s: could not read the push inbox: %s", self.worker_id, exc)
                 continue
-            if waiting:
+            try:
                 await consumer.take_relayed(waiting)
+            except Exception:  # a bug must not stop the draining: the rows wait for the next heartbeat
+                logger.exception("worker %s: delivering from the push inbox failed", self.worker_id)
 
     def _permit_soon(self) -> None:
         """Permit each held shop's seller once per process, so TMC publishes its messages."""
