@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.conftest import client_for
 
-from taobao_ordersync import Batch, Fleet, MemoryStore, PollPolicy, Shop, TmcConsumer
+from taobao_ordersync import Batch, Fleet, MemoryStore, PollPolicy, Shop, TmcConsumer, TransportError
 from taobao_ordersync._time import floor_second
 from taobao_ordersync.testing import Collector, Emulator, ShopProfile, TmcChaos
 from taobao_ordersync.tmc import TmcMessage
@@ -263,3 +263,40 @@ async def test_a_message_relayed_before_its_shop_opened_here_is_delivered_by_thi
 
             await _running(fleet, consumer, body)
     assert (1, 1) == (consumer.stats.forwarded, consumer.stats.relayed)
+
+
+async def test_an_early_poll_that_cannot_read_taobaos_clock_leaves_its_message_for_a_redelivery(
+    make_emulator: Any,
+) -> None:
+    """The early poll of a message needs Taobao's clock, whose measurement is a call that can fail: the
+    message is then left unconfirmed (not held), the consumer keeps running, and TMC's redelivery is
+    handled once the clock can be read again."""
+    async with make_emulator(
+        shops=1, seed=15, profile=ShopProfile(orders_per_day=40, history_days=1), tmc=TmcChaos(redeliver_after=1)
+    ) as emu:
+        recorder = Recorder(emu)
+        async with client_for(emu, clock_refresh=0) as client:
+            await client.call("taobao.tmc.user.permit", {}, session=emu.shop("shop-1").session)
+            fleet = Fleet(client, store=MemoryStore(), handler=recorder, policy=RARE, lag=2)
+            fleet.add(Shop(id="shop-1", session=emu.shop("shop-1").session))
+            consumer = TmcConsumer(fleet, shop_for={emu.shop("shop-1").nick: "shop-1"}, mode="poll", idle_wait=0.05)
+            measure = client.server_now
+            refusals = 0
+
+            async def unreachable() -> datetime:
+                nonlocal refusals
+                refusals += 1
+                raise TransportError("taobao.time.get: connection refused")
+
+            async def body() -> None:
+                nonlocal refusals
+                await asyncio.wait_for(fleet.next_poll("shop-1"), 20)
+                client.server_now = unreachable  # type: ignore[method-assign]
+                emu.modify("shop-1", next(iter(emu.shop("shop-1").trades)))
+                await _until(lambda: refusals >= 1, 10)
+                assert 0 == consumer.pending and 0 == emu.tmc.confirmed  # not held, not confirmed
+                client.server_now = measure  # type: ignore[method-assign]
+                await _until(lambda: emu.tmc.confirmed == 1 and consumer.pending == 0, 15)
+
+            await _running(fleet, consumer, body)
+    assert consumer.stats.failures >= 1 and consumer.stats.early_polls >= 1
