@@ -647,8 +647,13 @@ class Fleet:
             self.syncer.forget(entry.shop.id)  # nothing kept per shop outlives its place in the fleet
 
     def _emit(self, event: FleetEvent) -> None:
-        if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except Exception:
-                logger.exception("on_event callback failed for %s", event)
+        tell(self.on_event, event)
+
+
+def tell(on_event: Callable[[FleetEvent], None] | None, event: FleetEvent) -> None:
+    """Call ``on_event`` (user code) with ``event``; its failure is logged, never raised into the sync."""
+    if on_event is not None:
+        try:
+            on_event(event)
+        except Exception:
+            logger.exception("on_event callback failed for %s", event)

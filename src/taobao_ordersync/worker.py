@@ -50,7 +50,7 @@ from taobao_ordersync.errors import (
     StoreUnavailableError,
     TaobaoOrderSyncError,
 )
-from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, Handler, PollPolicy
+from taobao_ordersync.fleet import Fleet, FleetEvent, FleetOptions, Handler, PollPolicy, tell
 from taobao_ordersync.models import Shop
 from taobao_ordersync.postgres import Heartbeat, PostgresStore, PushedMessage
 from taobao_ordersync.status import Lease, ShopStatus
@@ -540,7 +540,7 @@ class Worker:
             self._unresolved.add(shop_id)
             if first:
                 logger.warning("worker %s: %s; retrying every heartbeat", self.worker_id, error)
-                self._tell(FleetEvent(shop_id, "paused", error))
+                tell(self.on_event, FleetEvent(shop_id, "paused", error))  # the fleet does not hold it yet
                 with contextlib.suppress(CheckpointError):
                     await self.store.record_error(shop_id, self.worker_id, f"SessionUnavailableError: {error}")
             return None
@@ -594,15 +594,6 @@ class Worker:
                 asyncio.get_running_loop().call_soon(self._drop, event.shop_id, "its commit was refused")
         if self.on_event is not None:
             self.on_event(event)  # the fleet guards this call: a failing callback is logged, not raised
-
-    def _tell(self, event: FleetEvent) -> None:
-        """An event of a shop the fleet does not sync yet (no session): to ``on_event``, guarded as
-        the fleet guards it (a failing callback is logged, never raised into the worker)."""
-        if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except Exception:
-                logger.exception("on_event callback failed for %s", event)
 
     # -- app-wide signals ----------------------------------------------------------------
 

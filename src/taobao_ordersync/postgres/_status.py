@@ -101,29 +101,20 @@ def _checkpoint(row: Any) -> Checkpoint | None:
 
 
 async def shops(db: Database) -> list[RegisteredShop]:
-    rows = await db.fetch("shops")
-    registered = []
-    for row in rows:
-        checkpoint = None
-        if row["data"] is not None:
-            try:
-                checkpoint = Checkpoint.from_json(row["data"], shop_id=row["shop_id"])
-            except (CheckpointCorruptError, CheckpointVersionError):  # shown as unknown, not an error
-                checkpoint = None
-        registered.append(
-            RegisteredShop(
-                shop_id=row["shop_id"],
-                owner=row["owner"],
-                lease_left=row["lease_left"],
-                token=int(row["token"]),
-                weight=float(row["weight"]),
-                state=row["state"],
-                behind=row["behind"],
-                last_error=row["last_error"],
-                checkpoint=checkpoint,
-            )
+    return [
+        RegisteredShop(
+            shop_id=row["shop_id"],
+            owner=row["owner"],
+            lease_left=row["lease_left"],
+            token=int(row["token"]),
+            weight=float(row["weight"]),
+            state=row["state"],
+            behind=row["behind"],
+            last_error=row["last_error"],
+            checkpoint=_checkpoint(row),
         )
-    return registered
+        for row in await db.fetch("shops")
+    ]
 
 
 async def summary(db: Database, *, limit: int) -> ShopSummary:
